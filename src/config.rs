@@ -1,0 +1,292 @@
+//! Settings: where to listen, how often to tick, how many clients to hold.
+//!
+//! Each setting comes from a command-line flag, else an environment variable, else a default
+//! (the flag wins, as the contract says). The Node examples read `process.env.PORT || 3000`; this
+//! is the same idea with flags on top.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Default port, as in the Node examples (`PORT || 3000`).
+pub const DEFAULT_PORT: u16 = 3000;
+/// Default host: loopback only, so a classroom laptop does not serve the whole network by accident.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// Default tick interval: one `event: tick` per second per client (the `setInterval(..., 1000)`).
+pub const DEFAULT_INTERVAL_MS: u64 = 1000;
+/// Default cap on open `/events` streams. Each stream is one thread; Linux allows about 16,000
+/// threads per process here (`vm.max_map_count`), so the cap keeps well below that.
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// A client whose socket has not accepted a write for this long is dropped (contract: 10 s).
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 10_000;
+/// A client must send its whole request head within this time, or it gets 408 (contract: 10 s).
+pub const DEFAULT_HEAD_TIMEOUT_MS: u64 = 10_000;
+
+/// The text `--help` prints.
+pub const USAGE: &str = "\
+Usage: sse-server [OPTIONS]
+
+A Server-Sent Events server: GET / (the page), GET /events (the stream), /send (broadcast).
+
+Options (a flag wins over its environment variable):
+  --port N              port to listen on; 0 picks a free one   [env PORT, default 3000]
+  --host ADDR           address to bind                         [env HOST, default 127.0.0.1]
+  --interval-ms N       milliseconds between tick events        [env INTERVAL_MS, default 1000]
+  --max-clients N       most /events streams at once; more get 503
+                                                                [env MAX_CLIENTS, default 10000]
+  --write-timeout-ms N  drop a client once one write has blocked this long
+                                                                [env WRITE_TIMEOUT_MS, default 10000]
+  -h, --help            print this help
+";
+
+/// Everything the server needs to know before it starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    /// Time between two `tick` events on one connection.
+    pub interval: Duration,
+    /// Most `/events` streams open at once.
+    pub max_clients: usize,
+    /// How long one write may block before the client counts as gone.
+    pub write_timeout: Duration,
+    /// How long a client may take to send its request head (not a flag: tests shorten it).
+    pub head_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: DEFAULT_HOST.to_string(),
+            port: DEFAULT_PORT,
+            interval: Duration::from_millis(DEFAULT_INTERVAL_MS),
+            max_clients: DEFAULT_MAX_CLIENTS,
+            write_timeout: Duration::from_millis(DEFAULT_WRITE_TIMEOUT_MS),
+            head_timeout: Duration::from_millis(DEFAULT_HEAD_TIMEOUT_MS),
+        }
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Run(Config),
+    Help,
+}
+
+/// A setting that could not be understood; `main` prints it with the usage and exits with 2.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the real environment and command line.
+    pub fn from_env_and_args() -> Result<Command, ConfigError> {
+        Self::parse(std::env::args().skip(1), |name| std::env::var(name).ok())
+    }
+
+    /// Builds a configuration from `args` (without the program name) and an environment lookup.
+    ///
+    /// # Errors
+    /// An unknown flag, a flag without its value, or a value that is not a number in range.
+    pub fn parse<I, E>(args: I, env: E) -> Result<Command, ConfigError>
+    where
+        I: IntoIterator<Item = String>,
+        E: Fn(&str) -> Option<String>,
+    {
+        let mut config = Config::default();
+        // Environment first, so that flags read afterwards overwrite it.
+        for setting in Setting::ALL {
+            if let Some(value) = env(setting.env) {
+                setting.apply(&mut config, &value, setting.env)?;
+            }
+        }
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            if arg == "-h" || arg == "--help" {
+                return Ok(Command::Help);
+            }
+            // Accept both `--port 8080` and `--port=8080`.
+            let (flag, inline_value) = match arg.split_once('=') {
+                Some((flag, value)) => (flag.to_string(), Some(value.to_string())),
+                None => (arg.clone(), None),
+            };
+            let setting = Setting::ALL
+                .iter()
+                .find(|s| s.flag == flag)
+                .ok_or_else(|| ConfigError(format!("unknown option '{arg}'")))?;
+            let value = match inline_value {
+                Some(value) => value,
+                None => args
+                    .next()
+                    .ok_or_else(|| ConfigError(format!("{flag} needs a value")))?,
+            };
+            setting.apply(&mut config, &value, setting.flag)?;
+        }
+        Ok(Command::Run(config))
+    }
+}
+
+/// One setting: its flag, its environment variable, and how to store its value.
+struct Setting {
+    flag: &'static str,
+    env: &'static str,
+    store: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+impl Setting {
+    const ALL: [Setting; 5] = [
+        Setting {
+            flag: "--port",
+            env: "PORT",
+            store: |c, v| number(v).map(|n| c.port = n),
+        },
+        Setting {
+            flag: "--host",
+            env: "HOST",
+            store: |c, v| {
+                if v.is_empty() {
+                    return Err("must not be empty".to_string());
+                }
+                c.host = v.to_string();
+                Ok(())
+            },
+        },
+        Setting {
+            flag: "--interval-ms",
+            env: "INTERVAL_MS",
+            store: |c, v| positive_millis(v).map(|d| c.interval = d),
+        },
+        Setting {
+            flag: "--max-clients",
+            env: "MAX_CLIENTS",
+            store: |c, v| number(v).map(|n| c.max_clients = n),
+        },
+        Setting {
+            flag: "--write-timeout-ms",
+            env: "WRITE_TIMEOUT_MS",
+            store: |c, v| positive_millis(v).map(|d| c.write_timeout = d),
+        },
+    ];
+
+    fn apply(&self, config: &mut Config, value: &str, source: &str) -> Result<(), ConfigError> {
+        (self.store)(config, value.trim())
+            .map_err(|why| ConfigError(format!("{source}: '{value}' {why}")))
+    }
+}
+
+fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| "is not a whole number in range".to_string())
+}
+
+/// A zero interval or timeout would spin or disable the limit, so both must be at least 1 ms.
+fn positive_millis(value: &str) -> Result<Duration, String> {
+    match number::<u64>(value)? {
+        0 => Err("must be at least 1".to_string()),
+        ms => Ok(Duration::from_millis(ms)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Command, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::parse(args.iter().map(|a| a.to_string()), move |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Config {
+        match parse(args, env) {
+            Ok(Command::Run(config)) => config,
+            other => panic!("expected a config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_port_3000_on_loopback_with_one_second_ticks() {
+        let c = run(&[], &[]);
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 3000));
+        assert_eq!(c.interval, Duration::from_secs(1));
+        assert_eq!(c.max_clients, 10_000);
+        assert_eq!(c.write_timeout, Duration::from_secs(10));
+        assert_eq!(c.head_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn environment_sets_every_setting() {
+        let c = run(
+            &[],
+            &[
+                ("PORT", "0"),
+                ("HOST", "0.0.0.0"),
+                ("INTERVAL_MS", "250"),
+                ("MAX_CLIENTS", "7"),
+                ("WRITE_TIMEOUT_MS", "1500"),
+            ],
+        );
+        assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 0));
+        assert_eq!(c.interval, Duration::from_millis(250));
+        assert_eq!(c.max_clients, 7);
+        assert_eq!(c.write_timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn flags_win_over_environment() {
+        let c = run(
+            &[
+                "--port",
+                "8080",
+                "--host=::1",
+                "--interval-ms",
+                "50",
+                "--max-clients=3",
+                "--write-timeout-ms",
+                "20",
+            ],
+            &[("PORT", "9000"), ("HOST", "0.0.0.0"), ("INTERVAL_MS", "10")],
+        );
+        assert_eq!((c.host.as_str(), c.port), ("::1", 8080));
+        assert_eq!(c.interval, Duration::from_millis(50));
+        assert_eq!(c.max_clients, 3);
+        assert_eq!(c.write_timeout, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn help_flag_asks_for_the_usage_text() {
+        assert_eq!(parse(&["--help"], &[]), Ok(Command::Help));
+        assert_eq!(parse(&["--port", "1", "-h"], &[]), Ok(Command::Help));
+        for flag in [
+            "--port",
+            "--host",
+            "--interval-ms",
+            "--max-clients",
+            "--write-timeout-ms",
+        ] {
+            assert!(USAGE.contains(flag), "usage mentions {flag}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_errors_not_defaults() {
+        assert!(parse(&["--port", "70000"], &[]).is_err());
+        assert!(parse(&["--port"], &[]).is_err());
+        assert!(parse(&["--interval-ms", "0"], &[]).is_err());
+        assert!(parse(&["--bogus"], &[]).is_err());
+        assert!(parse(&[], &[("PORT", "http")]).is_err());
+        assert!(parse(&[], &[("HOST", "")]).is_err());
+    }
+}

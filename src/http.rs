@@ -1,0 +1,557 @@
+//! Just enough HTTP/1.1 (RFC 9112) to read one request and write one response, by hand.
+//!
+//! Node's `http.createServer` does all of this before your handler runs; here it is in the open.
+//! A request is a *head* (request line, header lines, a blank line) and maybe a *body*:
+//!
+//! ```text
+//! GET /events HTTP/1.1\r\n          <- request line: method, target, version
+//! Host: localhost:3000\r\n          <- header lines: name ":" value
+//! Last-Event-ID: 4\r\n
+//! \r\n                              <- blank line: the head ends here
+//! ```
+//!
+//! Everything a client sends is untrusted, so every read is bounded in size and in time, and every
+//! way a head can be wrong maps to one [`HeadError`] and from there to one status code.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Largest request head (request line + headers + blank line) we accept: 8 KiB, the contract's
+/// limit and a common server default. Beyond it: 431 Request Header Fields Too Large.
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Most header lines in one request (Node's `server.maxHeadersCount` is 2000; 100 is plenty for
+/// a browser). Beyond it: 431.
+pub const MAX_HEADERS: usize = 100;
+/// Largest request body (a `/send` message): 64 KiB. Beyond it: 413 Content Too Large.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long a closing connection keeps reading what the client still sends (see [`drain`]).
+pub const LINGER: Duration = Duration::from_millis(500);
+/// Most bytes read and thrown away while closing.
+pub const LINGER_BYTES: usize = 256 * 1024;
+
+/// The HTTP version a client spoke. We answer in HTTP/1.1 either way (RFC 9110 §6.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+/// One parsed request head, plus any body bytes that arrived in the same reads.
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    /// The request target as sent, e.g. `/send?message=hi` (origin-form, RFC 9112 §3.2.1).
+    pub target: String,
+    pub version: Version,
+    /// Header names as sent; look them up with [`Request::header`], which ignores case.
+    pub headers: Vec<(String, String)>,
+    /// Bytes read past the blank line: the start of the body.
+    pub body_start: Vec<u8>,
+}
+
+impl Request {
+    /// The value of header `name`; header names are case-insensitive (RFC 9110 §5.1).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The target without its query: `/send?message=hi` → `/send`.
+    pub fn path(&self) -> &str {
+        self.target.split_once('?').map_or(&self.target, |(p, _)| p)
+    }
+
+    /// The query string without the `?`, if there is one.
+    pub fn query(&self) -> Option<&str> {
+        self.target.split_once('?').map(|(_, q)| q)
+    }
+}
+
+/// Everything that can go wrong while reading a request, each mapped to one status by
+/// [`HeadError::status`] (the idea comes from tiny_http's private error enum).
+#[derive(Debug)]
+pub enum HeadError {
+    /// The client closed or reset the connection: nobody is left to answer.
+    Closed,
+    /// The head (or body) did not arrive before the deadline: 408 Request Timeout.
+    TimedOut,
+    /// The head is over [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`]: 431.
+    HeadTooLarge,
+    /// The body is over [`MAX_BODY_BYTES`]: 413.
+    BodyTooLarge,
+    /// The request line or a header breaks the grammar: 400, with the reason.
+    Malformed(&'static str),
+    /// `HTTP/2.0` and friends over a plain socket: 505 HTTP Version Not Supported.
+    UnsupportedVersion,
+    /// A body sent with `Transfer-Encoding` (chunked) instead of `Content-Length`: 501.
+    TransferEncoding,
+}
+
+impl HeadError {
+    /// The status to answer with, or `None` when the client is already gone.
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            HeadError::Closed => None,
+            HeadError::TimedOut => Some(Status::REQUEST_TIMEOUT),
+            HeadError::HeadTooLarge => Some(Status::HEADERS_TOO_LARGE),
+            HeadError::BodyTooLarge => Some(Status::CONTENT_TOO_LARGE),
+            HeadError::Malformed(_) => Some(Status::BAD_REQUEST),
+            HeadError::UnsupportedVersion => Some(Status::VERSION_NOT_SUPPORTED),
+            HeadError::TransferEncoding => Some(Status::NOT_IMPLEMENTED),
+        }
+    }
+
+    /// A one-line explanation, sent as the error body and logged.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HeadError::Closed => "client closed the connection",
+            HeadError::TimedOut => "request not complete within the time limit",
+            HeadError::HeadTooLarge => "request head over 8 KiB or over 100 header lines",
+            HeadError::BodyTooLarge => "request body over 64 KiB",
+            HeadError::Malformed(why) => why,
+            HeadError::UnsupportedVersion => "only HTTP/1.0 and HTTP/1.1 are spoken here",
+            HeadError::TransferEncoding => {
+                "send the body with Content-Length, not Transfer-Encoding"
+            }
+        }
+    }
+}
+
+/// Sorts a failed read into "timed out" or "gone". With `set_read_timeout`, Linux reports a timeout
+/// as `WouldBlock` (EAGAIN) and other systems as `TimedOut`.
+fn read_failed(err: io::Error) -> HeadError {
+    match err.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HeadError::TimedOut,
+        _ => HeadError::Closed,
+    }
+}
+
+/// One `read`, but giving up at `deadline`. The timeout is set before each read, so a client that
+/// sends one byte every few seconds ("slowloris") still runs out of time.
+fn read_before(stream: &TcpStream, buf: &mut [u8], deadline: Instant) -> Result<usize, HeadError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(HeadError::TimedOut);
+    }
+    stream.set_read_timeout(Some(left)).map_err(read_failed)?;
+    let mut reader = stream;
+    loop {
+        match reader.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other.map_err(read_failed),
+        }
+    }
+}
+
+/// Reads and parses one request head from `stream`, all of it before `deadline`.
+///
+/// # Errors
+/// See [`HeadError`]: closed, timed out, too large, malformed, wrong version.
+pub fn read_request(stream: &TcpStream, deadline: Instant) -> Result<Request, HeadError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    // Where the search for the blank line resumes: only new bytes (and the 3 before them) need looking at.
+    let mut scanned = 0;
+    loop {
+        if let Some(end) = find_head_end(&buf, scanned) {
+            if end > MAX_HEAD_BYTES {
+                return Err(HeadError::HeadTooLarge);
+            }
+            let body_start = buf.split_off(end);
+            let mut request = parse_head(&buf)?;
+            request.body_start = body_start;
+            return Ok(request);
+        }
+        if buf.len() >= MAX_HEAD_BYTES {
+            return Err(HeadError::HeadTooLarge);
+        }
+        scanned = buf.len().saturating_sub(3);
+        let n = read_before(stream, &mut chunk, deadline)?;
+        if n == 0 {
+            return Err(HeadError::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The index just past the blank line that ends a head: `\r\n\r\n`, or `\n\n` from clients that
+/// use bare LF (RFC 9112 §2.2 lets a server accept those).
+fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i < buf.len() {
+        if buf[i] == b'\n' {
+            if buf.get(i + 1) == Some(&b'\n') {
+                return Some(i + 2);
+            }
+            if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// `tchar` from RFC 9110 §5.6.2: the characters allowed in a method or a header name.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Parses a complete head (everything up to and including the blank line).
+///
+/// # Errors
+/// [`HeadError::Malformed`] with the rule that was broken, [`HeadError::HeadTooLarge`] for too many
+/// headers, [`HeadError::UnsupportedVersion`] for a version other than 1.0 or 1.1.
+pub fn parse_head(head: &[u8]) -> Result<Request, HeadError> {
+    // Lines end in CRLF; a bare LF is accepted too. A CR anywhere else is an attack on parsers
+    // that disagree about line ends (request smuggling), so it is refused (RFC 9112 §2.2).
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+    let request_line = lines.next().unwrap_or_default();
+    let (method, target, version) = parse_request_line(request_line)?;
+
+    let mut headers = Vec::new();
+    for line in lines {
+        if line.is_empty() {
+            break; // the blank line: end of the head
+        }
+        if headers.len() == MAX_HEADERS {
+            return Err(HeadError::HeadTooLarge);
+        }
+        headers.push(parse_header_line(line)?);
+    }
+    // HTTP/1.1 requires Host, so that one address can serve many sites (RFC 9112 §3.2).
+    if version == Version::Http11 && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        return Err(HeadError::Malformed(
+            "HTTP/1.1 request without a Host header",
+        ));
+    }
+    Ok(Request {
+        method,
+        target,
+        version,
+        headers,
+        body_start: Vec::new(),
+    })
+}
+
+/// `method SP request-target SP HTTP-version`, exactly one space apart (RFC 9112 §3).
+fn parse_request_line(line: &[u8]) -> Result<(String, String, Version), HeadError> {
+    const BAD: HeadError = HeadError::Malformed("malformed request line");
+    let line = std::str::from_utf8(line).map_err(|_| BAD)?;
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(BAD);
+    };
+    if !is_token(method) {
+        return Err(BAD);
+    }
+    // Origin-form only: a path starting with `/`, printable ASCII, no spaces or controls.
+    if !target.starts_with('/') || !target.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(HeadError::Malformed(
+            "request target must be a path starting with /",
+        ));
+    }
+    let version = match version {
+        "HTTP/1.1" => Version::Http11,
+        "HTTP/1.0" => Version::Http10,
+        v if v.len() == 8 && v.starts_with("HTTP/") && v.as_bytes()[6] == b'.' => {
+            return Err(HeadError::UnsupportedVersion)
+        }
+        _ => return Err(BAD),
+    };
+    Ok((method.to_string(), target.to_string(), version))
+}
+
+/// `field-name ":" OWS field-value OWS` (RFC 9112 §5).
+fn parse_header_line(line: &[u8]) -> Result<(String, String), HeadError> {
+    // A line starting with a space or tab continues the previous one ("obs-fold"); it is obsolete
+    // and a server must reject it or unfold it (RFC 9112 §5.2). Rejecting is simpler and safer.
+    if line.starts_with(b" ") || line.starts_with(b"\t") {
+        return Err(HeadError::Malformed("folded header line"));
+    }
+    let colon = line
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(HeadError::Malformed("header line without a colon"))?;
+    let name = std::str::from_utf8(&line[..colon]).unwrap_or_default();
+    // No space is allowed between the name and the colon (RFC 9112 §5.1).
+    if !is_token(name) {
+        return Err(HeadError::Malformed("malformed header name"));
+    }
+    let value = &line[colon + 1..];
+    // Field values are visible characters, spaces and tabs; any other control byte (NUL, a lone
+    // CR, DEL) is refused.
+    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(HeadError::Malformed("control character in a header value"));
+    }
+    let value = String::from_utf8_lossy(value);
+    Ok((
+        name.to_string(),
+        value.trim_matches([' ', '\t']).to_string(),
+    ))
+}
+
+/// Reads the request body: exactly `Content-Length` bytes, at most [`MAX_BODY_BYTES`], before
+/// `deadline`. A request without `Content-Length` has no body (RFC 9112 §6.3).
+///
+/// If the client sent `Expect: 100-continue` (curl does for bodies over 1 KiB), it waits for our
+/// interim `100 Continue` before sending the body: Node's `res.writeContinue()`.
+///
+/// # Errors
+/// [`HeadError::BodyTooLarge`], [`HeadError::TransferEncoding`], [`HeadError::Malformed`] for a
+/// bad `Content-Length`, [`HeadError::TimedOut`], [`HeadError::Closed`].
+pub fn read_body(
+    stream: &TcpStream,
+    request: &mut Request,
+    deadline: Instant,
+) -> Result<Vec<u8>, HeadError> {
+    if request.header("transfer-encoding").is_some() {
+        return Err(HeadError::TransferEncoding);
+    }
+    let length = match request.header("content-length") {
+        None => 0,
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+            v.parse::<usize>().unwrap_or(usize::MAX)
+        }
+        Some(_) => return Err(HeadError::Malformed("Content-Length is not a number")),
+    };
+    if length > MAX_BODY_BYTES {
+        return Err(HeadError::BodyTooLarge);
+    }
+    let mut body = std::mem::take(&mut request.body_start);
+    if body.len() < length
+        && request.version == Version::Http11
+        && request
+            .header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+    {
+        (&*stream)
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .map_err(|_| HeadError::Closed)?;
+    }
+    let mut chunk = [0u8; 4096];
+    while body.len() < length {
+        let want = (length - body.len()).min(chunk.len());
+        match read_before(stream, &mut chunk[..want], deadline)? {
+            0 => return Err(HeadError::Closed),
+            n => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    // Bytes past Content-Length would be a second request; we answer one request per connection.
+    body.truncate(length);
+    Ok(body)
+}
+
+/// Reads and throws away what the client still sends, for at most [`LINGER`] and
+/// [`LINGER_BYTES`], or until it closes its side. Used after our response, before closing.
+pub fn drain(stream: &TcpStream) {
+    let deadline = Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    let mut total = 0;
+    while total < LINGER_BYTES {
+        match read_before(stream, &mut sink, deadline) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+    }
+}
+
+/// A status code and its reason phrase, e.g. `404 Not Found`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status(pub u16, pub &'static str);
+
+impl Status {
+    pub const OK: Status = Status(200, "OK");
+    pub const BAD_REQUEST: Status = Status(400, "Bad Request");
+    pub const NOT_FOUND: Status = Status(404, "Not Found");
+    pub const METHOD_NOT_ALLOWED: Status = Status(405, "Method Not Allowed");
+    pub const REQUEST_TIMEOUT: Status = Status(408, "Request Timeout");
+    pub const CONTENT_TOO_LARGE: Status = Status(413, "Content Too Large");
+    pub const HEADERS_TOO_LARGE: Status = Status(431, "Request Header Fields Too Large");
+    pub const NOT_IMPLEMENTED: Status = Status(501, "Not Implemented");
+    pub const SERVICE_UNAVAILABLE: Status = Status(503, "Service Unavailable");
+    pub const VERSION_NOT_SUPPORTED: Status = Status(505, "HTTP Version Not Supported");
+}
+
+/// A complete, non-streaming response: Node's `res.writeHead(status, headers)` + `res.end(body)`.
+#[derive(Debug)]
+pub struct Response {
+    pub status: Status,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A response with a body of type `content_type`.
+    pub fn new(status: Status, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", content_type.to_string())],
+            body: body.into(),
+        }
+    }
+
+    /// A plain-text response; error pages use it so that `curl` shows a readable reason.
+    pub fn text(status: Status, text: &str) -> Response {
+        Response::new(status, "text/plain; charset=utf-8", format!("{text}\n"))
+    }
+
+    /// Adds a header (Node's `res.setHeader(name, value)` before `writeHead`).
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The bytes on the wire. `Content-Length` tells the client where the body ends, and
+    /// `Connection: close` that we will close after it: this server answers one request per
+    /// connection, which keeps every thread's story short. With `include_body` false (a HEAD
+    /// request) the head is the same but no body follows (RFC 9110 §9.3.2).
+    pub fn to_bytes(&self, include_body: bool) -> Vec<u8> {
+        let Status(code, reason) = self.status;
+        let mut out = format!("HTTP/1.1 {code} {reason}\r\n");
+        for (name, value) in &self.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        out.push_str("Connection: close\r\n\r\n");
+        let mut bytes = out.into_bytes();
+        if include_body {
+            bytes.extend_from_slice(&self.body);
+        }
+        bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Request, HeadError> {
+        parse_head(text.as_bytes())
+    }
+
+    fn rejected_as(text: &str) -> u16 {
+        match parse(text) {
+            Ok(r) => panic!("accepted {text:?} as {r:?}"),
+            Err(e) => e.status().expect("an error with a status").0,
+        }
+    }
+
+    #[test]
+    fn parses_request_line_and_headers() {
+        let r = parse("GET /send?message=hi HTTP/1.1\r\nHost: x\r\nLast-Event-ID:  7 \r\n\r\n")
+            .unwrap();
+        assert_eq!(r.method, "GET");
+        assert_eq!((r.path(), r.query()), ("/send", Some("message=hi")));
+        assert_eq!(r.version, Version::Http11);
+        assert_eq!(r.header("last-event-id"), Some("7"));
+        assert_eq!(r.header("HOST"), Some("x"));
+        assert_eq!(r.header("accept"), None);
+    }
+
+    #[test]
+    fn bare_lf_line_endings_are_accepted() {
+        let r = parse("GET / HTTP/1.1\nHost: x\n\n").unwrap();
+        assert_eq!(r.header("host"), Some("x"));
+    }
+
+    #[test]
+    fn http_1_0_needs_no_host() {
+        assert_eq!(
+            parse("GET / HTTP/1.0\r\n\r\n").unwrap().version,
+            Version::Http10
+        );
+    }
+
+    #[test]
+    fn every_malformed_request_line_is_400() {
+        for line in [
+            "",
+            "GET",
+            "GET /",
+            "GET / HTTP/1.1 extra",
+            "GET  / HTTP/1.1",
+            "G(T / HTTP/1.1",
+            "GET index.html HTTP/1.1",
+            "GET http://example.com/ HTTP/1.1",
+            "GET /\x01 HTTP/1.1",
+            "GET / HTTX/1.1",
+            "GET / http/1.1",
+            "GET / HTTP/1.1\rX",
+        ] {
+            assert_eq!(
+                rejected_as(&format!("{line}\r\nHost: x\r\n\r\n")),
+                400,
+                "{line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_http_versions_are_505() {
+        assert_eq!(rejected_as("GET / HTTP/2.0\r\nHost: x\r\n\r\n"), 505);
+        assert_eq!(rejected_as("GET / HTTP/0.9\r\n\r\n"), 505);
+    }
+
+    #[test]
+    fn every_malformed_header_is_400() {
+        for header in [
+            "NoColon",
+            ": empty name",
+            "Bad Name: x",
+            "Name : space before colon",
+            " folded: continuation",
+            "\tfolded: continuation",
+            "Nul: a\0b",
+            "Cr: a\rb",
+        ] {
+            let head = format!("GET / HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n");
+            assert_eq!(rejected_as(&head), 400, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn http_1_1_without_host_is_400() {
+        assert_eq!(rejected_as("GET / HTTP/1.1\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn more_than_100_headers_is_431() {
+        let mut head = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..MAX_HEADERS {
+            head.push_str(&format!("X-{i}: y\r\n"));
+        }
+        head.push_str("\r\n");
+        assert_eq!(rejected_as(&head), 431);
+    }
+
+    #[test]
+    fn head_end_is_found_with_crlf_or_bare_lf() {
+        assert_eq!(find_head_end(b"GET / HTTP/1.0\r\n\r\nbody", 0), Some(18));
+        assert_eq!(find_head_end(b"GET / HTTP/1.0\n\nbody", 0), Some(16));
+        assert_eq!(find_head_end(b"GET / HTTP/1.0\r\nHost: x\r\n", 0), None);
+    }
+
+    #[test]
+    fn responses_carry_content_length_and_connection_close() {
+        let r = Response::text(Status::NOT_FOUND, "nope").with_header("Allow", "GET");
+        let text = String::from_utf8(r.to_bytes(true)).unwrap();
+        assert_eq!(
+            text,
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nAllow: GET\r\n\
+             Content-Length: 5\r\nConnection: close\r\n\r\nnope\n"
+        );
+        let head_only = String::from_utf8(r.to_bytes(false)).unwrap();
+        assert!(head_only.ends_with("Content-Length: 5\r\nConnection: close\r\n\r\n"));
+    }
+}

@@ -1,0 +1,34 @@
+//! `cargo run`: read the settings, bind, print where we listen, serve forever.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use sse_server::config::{self, Command, Config};
+use sse_server::Server;
+
+fn main() -> ExitCode {
+    let config = match Config::from_env_and_args() {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            print!("{}", config::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("error: {err}\n\n{}", config::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let (host, port) = (config.host.clone(), config.port);
+    let server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!("error: cannot listen on {host}:{port}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The one line scripts wait for: it carries the real port (useful with PORT=0).
+    println!("Server running at {}", server.url());
+    let _ = std::io::stdout().flush();
+    server.run();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,301 @@
+//! The three routes, one function each, in the shape of a Node `http.createServer` handler:
+//!
+//! | route          | function           | answers                                   |
+//! |----------------|--------------------|-------------------------------------------|
+//! | `GET /`        | [`serve_page`]     | `index.html`                              |
+//! | `GET /events`  | [`stream_events`]  | the event stream, until the client leaves |
+//! | `/send`        | [`send_message`]   | broadcasts a message, answers JSON        |
+//!
+//! Every connection carries one request; each thread runs [`handle_connection`] and ends with it.
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crate::event_log::Broadcast;
+use crate::http::{self, HeadError, Request, Response, Status};
+use crate::server::Shared;
+use crate::{sse, timestamp, urlencoded};
+
+/// The browser page, compiled into the binary so `GET /` works from any working directory.
+pub const PAGE: &str = include_str!("../index.html");
+
+/// How long a client told "503, too many clients" should wait before trying again, in seconds.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+/// The response head of an event stream: Node's
+/// `res.writeHead(200, { 'Content-Type': 'text/event-stream', ... })`.
+///
+/// - `Content-Type: text/event-stream`: the one type `EventSource` accepts.
+/// - `Cache-Control: no-cache`: a stream is never the same twice; no cache may store or replay it.
+/// - `Connection: keep-alive`: the connection stays open for as long as the stream runs (HTTP/1.1
+///   only: HTTP/2 forbids this header, and a proxy in front drops it).
+/// - `X-Accel-Buffering: no`: asks nginx-style proxies to pass each frame on at once instead of
+///   collecting a buffer-full first.
+///
+/// No `Content-Length` and no chunked encoding: the body simply ends when the connection closes.
+pub const EVENT_STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\n\
+    Content-Type: text/event-stream\r\n\
+    Cache-Control: no-cache\r\n\
+    Connection: keep-alive\r\n\
+    X-Accel-Buffering: no\r\n\
+    \r\n";
+
+/// Reads one request from a new connection and answers it.
+pub fn handle_connection(stream: &TcpStream, peer: SocketAddr, conn_id: u64, shared: &Shared) {
+    // Every write may block for at most this long: a client that stops reading is dropped
+    // instead of holding its thread forever.
+    let _ = stream.set_write_timeout(Some(shared.config.write_timeout));
+    // Send each frame as soon as it is written; Nagle's algorithm would hold small writes back
+    // while an earlier packet waits for its ACK.
+    let _ = stream.set_nodelay(true);
+
+    // The whole request, head and body, must arrive within this time (reads below set their
+    // socket timeout from it).
+    let deadline = Instant::now() + shared.config.head_timeout;
+    let mut request = match http::read_request(stream, deadline) {
+        Ok(request) => request,
+        Err(err) => return answer_error(stream, peer, "-", &err),
+    };
+    let response = match (request.path(), request.method.as_str()) {
+        ("/", "GET" | "HEAD") => serve_page(),
+        ("/events", "GET") => return stream_events(stream, peer, conn_id, &request, shared),
+        ("/send", "GET" | "POST") => match send_message(stream, &mut request, deadline, shared) {
+            Ok(response) => response,
+            Err(err) => return answer_error(stream, peer, &request.target, &err),
+        },
+        ("/", _) => method_not_allowed("GET, HEAD"),
+        ("/events", _) => method_not_allowed("GET"),
+        ("/send", _) => method_not_allowed("GET, POST"),
+        _ => Response::text(Status::NOT_FOUND, "not found: try /, /events or /send"),
+    };
+    respond(stream, peer, &request, &response);
+}
+
+/// `GET /`: the page (`res.writeHead(200, {'Content-Type': 'text/html'}); res.end(html)`).
+pub fn serve_page() -> Response {
+    Response::new(Status::OK, "text/html; charset=utf-8", PAGE)
+}
+
+/// 405, with `Allow` listing the methods that would work (RFC 9110 §15.5.6 requires it).
+fn method_not_allowed(allow: &str) -> Response {
+    Response::text(
+        Status::METHOD_NOT_ALLOWED,
+        &format!("method not allowed; use {allow}"),
+    )
+    .with_header("Allow", allow)
+}
+
+/// `GET /events`: the event stream. Runs until the client goes away.
+///
+/// The Node version is the classic handler: `res.writeHead(200, headers)`, `res.flushHeaders()`,
+/// `setInterval(() => res.write(tick), 1000)`, and `res.on('close', ...)` to clean up. Here the
+/// thread *is* the handler: it writes the head, then loops, sleeping until the next tick or the
+/// next broadcast, and it learns that the client left when a write fails.
+pub fn stream_events(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    conn_id: u64,
+    request: &Request,
+    shared: &Shared,
+) {
+    // Node: `clients.add(res)`; the slot is given back when this function returns, whatever the
+    // reason, like `res.on('close', () => clients.delete(res))`.
+    let Some((slot, clients)) = ClientSlot::claim(&shared.clients, shared.config.max_clients)
+    else {
+        // A browser gives up on a non-200 answer for good; the page itself retries later.
+        let busy = Response::text(
+            Status::SERVICE_UNAVAILABLE,
+            "too many clients, try again later",
+        )
+        .with_header("Retry-After", RETRY_AFTER_SECS.to_string());
+        return respond(stream, peer, request, &busy);
+    };
+    // A reconnecting browser sends the id of the last event it saw. Anything but a plain decimal
+    // number is ignored and the stream starts live.
+    let last_event_id = request
+        .header("last-event-id")
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse::<u64>().ok());
+    let (missed, cursor) = shared.log.start(last_event_id);
+    eprintln!("{peer} connected to /events ({clients} clients)");
+
+    let err = write_stream(stream, conn_id, missed, cursor, shared);
+
+    // The first write after the client closed usually succeeds (the kernel accepts the bytes;
+    // the client's kernel answers them with a reset); the write after that fails.
+    let why = match err.kind() {
+        io::ErrorKind::BrokenPipe => "closed".to_string(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => "reset".to_string(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "timed out".to_string(),
+        _ => err.to_string(),
+    };
+    drop(slot);
+    let left = shared.clients.load(Ordering::Relaxed);
+    eprintln!("{peer} left /events: {why} ({left} clients)");
+}
+
+/// Writes the stream: head, `retry`, missed broadcasts, then ticks and broadcasts until a write
+/// fails. Returns that failure, the only way the loop ends.
+fn write_stream(
+    mut out: &TcpStream,
+    conn_id: u64,
+    missed: Vec<Broadcast>,
+    mut cursor: u64,
+    shared: &Shared,
+) -> io::Error {
+    let interval = shared.config.interval;
+    let result = (|| -> io::Result<()> {
+        // Head and first frame in one write: Node's `res.writeHead(...)` + `res.flushHeaders()`.
+        // The client sees the 200 and fires `open` right away, not at the first tick.
+        let mut first = EVENT_STREAM_HEAD.as_bytes().to_vec();
+        first.extend_from_slice(&sse::retry_frame(sse::RETRY_MS));
+        out.write_all(&first)?;
+        // Replay what a reconnecting client missed, oldest first.
+        for broadcast in &missed {
+            out.write_all(&broadcast.frame)?;
+        }
+        drop(missed);
+
+        // Node's `setInterval(tick, interval)`: the first tick one interval after connecting.
+        let mut next_tick = Instant::now() + interval;
+        loop {
+            if shared
+                .log
+                .wait_for_news(conn_id as usize, cursor, next_tick)
+            {
+                // Woken by a broadcast: write every frame newer than the last one written.
+                let (news, last_id) = shared.log.after(cursor);
+                for broadcast in &news {
+                    out.write_all(&broadcast.frame)?;
+                }
+                cursor = last_id;
+            } else {
+                out.write_all(&sse::tick_frame(&timestamp::now()))?;
+                // Next tick one interval later; after a write that blocked for long, one interval
+                // from now, rather than a burst of late ticks.
+                next_tick = (next_tick + interval).max(Instant::now());
+            }
+        }
+    })();
+    result.expect_err("the stream loop only ends with an error")
+}
+
+/// One place in the count of open streams; dropping it gives the place back.
+struct ClientSlot<'a>(&'a AtomicUsize);
+
+impl<'a> ClientSlot<'a> {
+    /// Takes a place if fewer than `cap` are taken; returns it with the new count.
+    fn claim(count: &'a AtomicUsize, cap: usize) -> Option<(ClientSlot<'a>, usize)> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()
+            .map(|before| (ClientSlot(count), before + 1))
+    }
+}
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// `/send`: broadcasts one message to every `/events` client and answers
+/// `{"id": <n>, "clients": <count>}`.
+///
+/// The message comes from `GET /send?message=...` (percent-encoded), or from a `POST` body: a
+/// form (`message=...`, percent-encoded) or any other body taken verbatim as text.
+///
+/// # Errors
+/// Anything wrong with the body as [`HeadError`] (too large, timed out, bad `Content-Length`).
+pub fn send_message(
+    stream: &TcpStream,
+    request: &mut Request,
+    deadline: Instant,
+    shared: &Shared,
+) -> Result<Response, HeadError> {
+    let message = if request.method == "GET" {
+        request
+            .query()
+            .and_then(|query| urlencoded::find(query.as_bytes(), "message"))
+    } else {
+        let body = http::read_body(stream, request, deadline)?;
+        let is_form = request.header("content-type").is_some_and(|ct| {
+            let essence = ct.split(';').next().unwrap_or_default().trim();
+            essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+        if is_form {
+            urlencoded::find(&body, "message")
+        } else {
+            Some(body)
+        }
+    };
+    let message = match message {
+        None => {
+            return Err(HeadError::Malformed(
+                "no message: send ?message=..., a form field message=..., or a text/plain body",
+            ))
+        }
+        Some(bytes) if bytes.is_empty() => {
+            return Err(HeadError::Malformed("the message is empty"))
+        }
+        // Event streams are UTF-8 only (the browser decodes them as UTF-8 whatever we say).
+        Some(bytes) => String::from_utf8(bytes)
+            .map_err(|_| HeadError::Malformed("the message is not valid UTF-8"))?,
+    };
+
+    let id = shared.log.publish(&message);
+    let clients = shared.clients.load(Ordering::Relaxed);
+    eprintln!(
+        "broadcast #{id} ({} bytes) to {clients} clients",
+        message.len()
+    );
+    Ok(Response::new(
+        Status::OK,
+        "application/json",
+        format!("{{\"id\": {id}, \"clients\": {clients}}}"),
+    ))
+}
+
+/// Writes a complete response, logs it if it is an error, and closes the connection.
+fn respond(stream: &TcpStream, peer: SocketAddr, request: &Request, response: &Response) {
+    let Status(code, reason) = response.status;
+    if code >= 400 {
+        let body = String::from_utf8_lossy(&response.body);
+        let (method, target) = (&request.method, &request.target);
+        eprintln!(
+            "{peer} {method} {target}: {code} {reason}: {}",
+            body.trim_end()
+        );
+    }
+    send_and_close(stream, &response.to_bytes(request.method != "HEAD"));
+}
+
+/// Answers a request that could not be read or whose body was bad.
+fn answer_error(stream: &TcpStream, peer: SocketAddr, target: &str, err: &HeadError) {
+    let Some(status) = err.status() else {
+        return; // the client is gone: nobody to answer
+    };
+    eprintln!(
+        "{peer} {target}: {} {}: {}",
+        status.0,
+        status.1,
+        err.reason()
+    );
+    send_and_close(stream, &Response::text(status, err.reason()).to_bytes(true));
+}
+
+/// Writes `bytes` and closes politely: first our sending side (`shutdown`), then we read and drop
+/// whatever the client still sends, briefly. Closing a socket with unread data makes the kernel
+/// send a reset, and a reset can destroy the response before the client has read it (RFC 9112
+/// §9.6 calls this a "lingering close").
+fn send_and_close(mut stream: &TcpStream, bytes: &[u8]) {
+    if stream.write_all(bytes).is_err() {
+        return;
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    http::drain(stream);
+}
