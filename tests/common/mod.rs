@@ -1,0 +1,331 @@
+//! Helpers shared by the integration tests: a server on port 0, an HTTP client (ureq), raw
+//! sockets for what ureq will not send, and an event-stream reader that parses frames the way
+//! the HTML spec tells browsers to, so tests check what a browser would see.
+#![allow(dead_code)] // each test file uses its own share of these helpers
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sse_server::server::Shared;
+use sse_server::{Config, Server};
+
+/// Long enough for anything that should happen "at once", even on a loaded 2-core machine.
+pub const PROMPTLY: Duration = Duration::from_secs(5);
+
+/// A server running in this process on a free port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+}
+
+impl TestServer {
+    /// Starts a server with default settings except port 0 and whatever `tweak` changes.
+    pub fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config {
+            port: 0,
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let server = Server::bind(config).expect("bind on port 0");
+        let (addr, shared) = (server.local_addr(), server.shared());
+        server.spawn().expect("start the accept loop");
+        TestServer { addr, shared }
+    }
+
+    /// A server whose ticks come every `ms` milliseconds.
+    pub fn with_interval(ms: u64) -> TestServer {
+        TestServer::start(|c| c.interval = Duration::from_millis(ms))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Open `/events` streams, as the server counts them.
+    pub fn clients(&self) -> usize {
+        self.shared.clients.load(Ordering::SeqCst)
+    }
+
+    /// Waits (bounded) until the server counts `n` clients; panics if it never does.
+    pub fn wait_for_clients(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.clients() != n {
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} clients, the server counts {}",
+                self.clients()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Broadcasts `message` with `POST /send` (text/plain) and returns the answer's id.
+    pub fn send(&self, message: &str) -> u64 {
+        let (status, body) = post(&self.url("/send"), "text/plain; charset=utf-8", message);
+        assert_eq!(status, 200, "{body}");
+        json_number(&body, "id")
+    }
+
+    /// Sends raw bytes on a new connection and returns everything the server answers.
+    pub fn raw(&self, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(PROMPTLY)).unwrap();
+        stream.write_all(request).unwrap();
+        read_to_close(&mut stream)
+    }
+}
+
+/// Reads until the server closes (or the read timeout ends it).
+pub fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of a raw response, e.g. `400` from `HTTP/1.1 400 Bad Request`.
+pub fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+/// An agent that returns 4xx/5xx responses instead of errors, so tests can look at them.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(PROMPTLY))
+        .build()
+        .into()
+}
+
+/// `GET url`: status, `Content-Type`, body.
+pub fn get(url: &str) -> (u16, String, String) {
+    let mut response = agent().get(url).call().expect("GET");
+    let content_type = header(&response, "content-type");
+    let body = response.body_mut().read_to_string().expect("body");
+    (response.status().as_u16(), content_type, body)
+}
+
+/// `POST url` with a body of `content_type`: status and body.
+pub fn post(url: &str, content_type: &str, body: &str) -> (u16, String) {
+    let mut response = agent()
+        .post(url)
+        .header("Content-Type", content_type)
+        .send(body)
+        .expect("POST");
+    let text = response.body_mut().read_to_string().expect("body");
+    (response.status().as_u16(), text)
+}
+
+pub fn header(response: &ureq::http::Response<ureq::Body>, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// Reads one number field from a flat JSON object like `{"id": 3, "clients": 2}`.
+pub fn json_number(json: &str, field: &str) -> u64 {
+    let key = format!("\"{field}\":");
+    let rest = &json[json
+        .find(&key)
+        .unwrap_or_else(|| panic!("{field} in {json}"))
+        + key.len()..];
+    rest.trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a number for {field} in {json}"))
+}
+
+/// One event as a browser's `EventSource` would dispatch it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `event.type`: the `event:` field, or `message` without one.
+    pub kind: String,
+    pub data: String,
+    /// `event.lastEventId`: the last `id:` seen on this stream, up to and including this event.
+    pub last_event_id: String,
+}
+
+/// A `GET /events` connection read through the HTML spec's parsing rules (§9.2.6).
+pub struct EventStream {
+    pub stream: TcpStream,
+    /// The response head as received, status line included.
+    pub head: String,
+    /// Every body byte received so far.
+    pub raw: Vec<u8>,
+    unread: Vec<u8>,
+    // The parser's buffers, named as in the spec.
+    data: String,
+    event_type: String,
+    last_event_id: String,
+    pub reconnection_time: Option<u64>,
+    /// A CR ended the last line; an LF right after it belongs to the same line end.
+    after_cr: bool,
+}
+
+impl EventStream {
+    /// Connects and sends `GET /events` with `headers`; reads the response head.
+    pub fn open(addr: SocketAddr, headers: &[(&str, &str)]) -> EventStream {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(PROMPTLY)).unwrap();
+        let mut request =
+            format!("GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+
+        let mut received = Vec::new();
+        let mut byte = [0u8; 1];
+        while !received.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => received.push(byte[0]),
+                other => panic!(
+                    "response head incomplete ({other:?}): {:?}",
+                    String::from_utf8_lossy(&received)
+                ),
+            }
+        }
+        EventStream {
+            stream,
+            head: String::from_utf8(received).expect("an ASCII head"),
+            raw: Vec::new(),
+            unread: Vec::new(),
+            data: String::new(),
+            event_type: String::new(),
+            last_event_id: String::new(),
+            reconnection_time: None,
+            after_cr: false,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        status_of(&self.head)
+    }
+
+    /// The value of a response header (names compared without case).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    /// Reads at least one more chunk of the body; false on timeout or end of stream.
+    fn fill(&mut self, deadline: Instant) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        self.stream.set_read_timeout(Some(left)).unwrap();
+        let mut buf = [0u8; 16 * 1024];
+        match self.stream.read(&mut buf) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.raw.extend_from_slice(&buf[..n]);
+                self.unread.extend_from_slice(&buf[..n]);
+                true
+            }
+        }
+    }
+
+    /// The next complete line (without its line end), or None if none is complete yet.
+    fn take_line(&mut self) -> Option<String> {
+        if self.after_cr && self.unread.first() == Some(&b'\n') {
+            self.unread.remove(0);
+        }
+        self.after_cr = false;
+        let end = self.unread.iter().position(|&b| b == b'\n' || b == b'\r')?;
+        let line = String::from_utf8(self.unread[..end].to_vec()).expect("the stream is UTF-8");
+        self.after_cr = self.unread[end] == b'\r';
+        self.unread.drain(..=end);
+        Some(line)
+    }
+
+    /// The next event the browser would dispatch, within `within`; None if none arrives.
+    pub fn next_event(&mut self, within: Duration) -> Option<Event> {
+        let deadline = Instant::now() + within;
+        loop {
+            while let Some(line) = self.take_line() {
+                if let Some(event) = self.process_line(&line) {
+                    return Some(event);
+                }
+            }
+            if !self.fill(deadline) {
+                return None;
+            }
+        }
+    }
+
+    /// The next event that is not a tick.
+    pub fn next_message(&mut self, within: Duration) -> Option<Event> {
+        let deadline = Instant::now() + within;
+        loop {
+            let event = self.next_event(deadline.saturating_duration_since(Instant::now()))?;
+            if event.kind != "tick" {
+                return Some(event);
+            }
+        }
+    }
+
+    /// "Interpreting an event stream": one line at a time.
+    fn process_line(&mut self, line: &str) -> Option<Event> {
+        if line.is_empty() {
+            return self.dispatch();
+        }
+        if line.starts_with(':') {
+            return None; // a comment
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        match field {
+            "event" => self.event_type = value.to_string(),
+            "data" => {
+                self.data.push_str(value);
+                self.data.push('\n');
+            }
+            "id" if !value.contains('\0') => self.last_event_id = value.to_string(),
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                self.reconnection_time = value.parse().ok()
+            }
+            _ => {} // unknown fields are ignored
+        }
+        None
+    }
+
+    /// The blank line: fire the event if there is data, then reset the buffers.
+    fn dispatch(&mut self) -> Option<Event> {
+        let kind = std::mem::take(&mut self.event_type);
+        if self.data.is_empty() {
+            return None;
+        }
+        let mut data = std::mem::take(&mut self.data);
+        data.pop(); // the LF after the last data line
+        Some(Event {
+            kind: if kind.is_empty() {
+                "message".to_string()
+            } else {
+                kind
+            },
+            data,
+            last_event_id: self.last_event_id.clone(),
+        })
+    }
+}

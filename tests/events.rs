@@ -1,0 +1,371 @@
+//! `GET /events`: the stream, as the contract describes it, statement by statement.
+
+mod common;
+
+use std::io::Read;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{EventStream, TestServer, PROMPTLY};
+
+/// An interval so long that no tick can arrive during a test: whatever arrives came at once.
+const NO_TICK_MS: u64 = 60_000;
+
+#[test]
+fn events_responds_200_with_the_four_stream_headers() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    let events = EventStream::open(server.addr, &[]);
+    assert!(
+        events.head.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{}",
+        events.head
+    );
+    assert_eq!(
+        events.header("content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    assert_eq!(events.header("cache-control").as_deref(), Some("no-cache"));
+    assert_eq!(events.header("connection").as_deref(), Some("keep-alive"));
+    assert_eq!(events.header("x-accel-buffering").as_deref(), Some("no"));
+}
+
+#[test]
+fn events_body_is_raw_not_chunked_and_has_no_length() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    let events = EventStream::open(server.addr, &[]);
+    assert_eq!(events.header("transfer-encoding"), None);
+    assert_eq!(events.header("content-length"), None);
+}
+
+#[test]
+fn events_headers_arrive_before_the_first_tick() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    let started = Instant::now();
+    let events = EventStream::open(server.addr, &[]);
+    assert_eq!(events.status(), 200);
+    assert!(started.elapsed() < Duration::from_millis(NO_TICK_MS));
+}
+
+#[test]
+fn first_frame_is_retry_3000() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    let mut events = EventStream::open(server.addr, &[]);
+    let mut first = [0u8; 13];
+    events.stream.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"retry: 3000\n\n");
+}
+
+#[test]
+fn ticks_come_every_interval_as_tick_events_with_an_rfc3339_utc_time() {
+    let server = TestServer::with_interval(50);
+    let mut events = EventStream::open(server.addr, &[]);
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let tick = events.next_event(PROMPTLY).expect("a tick");
+        assert_eq!(tick.kind, "tick");
+        times.push(tick.data);
+    }
+    for t in &times {
+        // YYYY-MM-DDTHH:MM:SS.mmmZ
+        let b = t.as_bytes();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':');
+        assert!(b[19] == b'.' && b[23] == b'Z', "{t}");
+    }
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "time moves forward: {times:?}"
+    );
+    assert_eq!(events.reconnection_time, Some(3000));
+}
+
+#[test]
+fn tick_frames_are_exactly_event_and_data_with_no_id_line() {
+    let server = TestServer::with_interval(30);
+    let mut events = EventStream::open(server.addr, &[]);
+    events.next_event(PROMPTLY).expect("a tick");
+    let text = String::from_utf8(events.raw.clone()).unwrap();
+    let tick = text.strip_prefix("retry: 3000\n\n").expect("retry first");
+    assert!(tick.starts_with("event: tick\ndata: 20"), "{tick:?}");
+    assert!(tick.ends_with("Z\n\n"), "{tick:?}");
+    assert!(!text.contains("id:"), "{text:?}");
+}
+
+#[test]
+fn ticks_do_not_change_the_last_event_id() {
+    let server = TestServer::with_interval(30);
+    let mut events = EventStream::open(server.addr, &[]);
+    server.send("one");
+    assert_eq!(events.next_message(PROMPTLY).unwrap().last_event_id, "1");
+    let tick = events.next_event(PROMPTLY).unwrap();
+    assert_eq!(
+        (tick.kind.as_str(), tick.last_event_id.as_str()),
+        ("tick", "1")
+    );
+}
+
+#[test]
+fn broadcast_arrives_promptly_without_waiting_for_a_tick() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    let mut events = EventStream::open(server.addr, &[]);
+    let id = server.send("hello");
+    let event = events
+        .next_event(PROMPTLY)
+        .expect("the broadcast, long before any tick");
+    assert_eq!(event.kind, "message");
+    assert_eq!(event.data, "hello");
+    assert_eq!(event.last_event_id, id.to_string());
+}
+
+#[test]
+fn broadcast_frame_is_id_then_data_lines_with_the_default_event_type() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    let mut events = EventStream::open(server.addr, &[]);
+    server.send("a\nb");
+    events.next_event(PROMPTLY).unwrap();
+    let text = String::from_utf8(events.raw.clone()).unwrap();
+    assert_eq!(text, "retry: 3000\n\nid: 1\ndata: a\ndata: b\n\n");
+}
+
+#[test]
+fn multiline_message_becomes_one_data_line_per_line() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    let mut events = EventStream::open(server.addr, &[]);
+    server.send("one\r\ntwo\rthree\nfour");
+    let event = events.next_event(PROMPTLY).unwrap();
+    // A spec client joins the data lines with LF: every kind of line break arrives as LF.
+    assert_eq!(event.data, "one\ntwo\nthree\nfour");
+    let text = String::from_utf8(events.raw.clone()).unwrap();
+    assert!(
+        text.contains("data: one\ndata: two\ndata: three\ndata: four\n\n"),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn trailing_newline_and_leading_space_survive_the_trip() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    let mut events = EventStream::open(server.addr, &[]);
+    server.send(" indented\n");
+    assert_eq!(events.next_event(PROMPTLY).unwrap().data, " indented\n");
+}
+
+#[test]
+fn message_cannot_inject_an_event_or_id_line() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    let mut events = EventStream::open(server.addr, &[]);
+    let attack = "x\n\nevent: tick\nid: 999\r\nretry: 1\r\rdata: y";
+    let id = server.send(attack);
+    let event = events.next_event(PROMPTLY).unwrap();
+    // One event, of the default type, with the id the server gave it, and all the text as data.
+    assert_eq!(event.kind, "message");
+    assert_eq!(event.last_event_id, id.to_string());
+    assert_eq!(event.data, "x\n\nevent: tick\nid: 999\nretry: 1\n\ndata: y");
+    assert_eq!(events.reconnection_time, Some(3000));
+}
+
+#[test]
+fn unicode_messages_arrive_unchanged() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    let mut events = EventStream::open(server.addr, &[]);
+    server.send("héllo 👋 日本");
+    assert_eq!(events.next_event(PROMPTLY).unwrap().data, "héllo 👋 日本");
+}
+
+#[test]
+fn every_client_gets_every_broadcast_in_order() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    let mut clients: Vec<EventStream> = (0..3)
+        .map(|_| EventStream::open(server.addr, &[]))
+        .collect();
+    server.wait_for_clients(3, PROMPTLY);
+    for m in ["m1", "m2", "m3"] {
+        server.send(m);
+    }
+    for events in &mut clients {
+        for (id, m) in [("1", "m1"), ("2", "m2"), ("3", "m3")] {
+            let event = events.next_message(PROMPTLY).unwrap();
+            assert_eq!((event.last_event_id.as_str(), event.data.as_str()), (id, m));
+        }
+    }
+}
+
+#[test]
+fn last_event_id_replays_missed_broadcasts_in_order() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    for m in ["a", "b", "c", "d", "e"] {
+        server.send(m);
+    }
+    let mut events = EventStream::open(server.addr, &[("Last-Event-ID", "2")]);
+    for (id, m) in [("3", "c"), ("4", "d"), ("5", "e")] {
+        let event = events.next_message(PROMPTLY).unwrap();
+        assert_eq!((event.last_event_id.as_str(), event.data.as_str()), (id, m));
+    }
+    // Then live ones, continuing the sequence.
+    server.send("f");
+    assert_eq!(events.next_message(PROMPTLY).unwrap().last_event_id, "6");
+}
+
+#[test]
+fn replay_comes_right_after_the_retry_frame() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    server.send("a");
+    let mut events = EventStream::open(server.addr, &[("Last-Event-ID", "0")]);
+    events.next_event(PROMPTLY).unwrap();
+    assert_eq!(events.raw, b"retry: 3000\n\nid: 1\ndata: a\n\n");
+}
+
+#[test]
+fn history_holds_at_least_the_last_1000_broadcasts() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    for i in 1..=1005 {
+        server.shared.log.publish(&format!("m{i}"));
+    }
+    let mut events = EventStream::open(server.addr, &[("Last-Event-ID", "5")]);
+    for i in 6..=1005 {
+        let event = events.next_message(PROMPTLY).unwrap();
+        assert_eq!(event.last_event_id, i.to_string());
+    }
+}
+
+#[test]
+fn replay_and_live_broadcasts_have_no_gap_and_no_duplicate() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    const TOTAL: u64 = 300;
+    let shared = server.shared.clone();
+    // Broadcasts keep coming while the client connects: some are replayed, the rest live.
+    let sender = thread::spawn(move || {
+        for i in 1..=TOTAL {
+            shared.log.publish(&format!("m{i}"));
+            if i % 10 == 0 {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    thread::sleep(Duration::from_millis(5));
+    let mut events = EventStream::open(server.addr, &[("Last-Event-ID", "0")]);
+    sender.join().unwrap();
+    for expected in 1..=TOTAL {
+        let event = events.next_message(PROMPTLY).expect("every id once");
+        assert_eq!(event.last_event_id, expected.to_string());
+        assert_eq!(event.data, format!("m{expected}"));
+    }
+    assert_eq!(
+        events.next_message(Duration::from_millis(100)),
+        None,
+        "nothing twice"
+    );
+}
+
+#[test]
+fn last_event_id_that_is_not_a_number_is_ignored_and_the_stream_starts_live() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    for m in ["a", "b", "c"] {
+        server.send(m);
+    }
+    for bad in ["abc", "-1", "1.5", "+1", " "] {
+        let mut events = EventStream::open(server.addr, &[("Last-Event-ID", bad)]);
+        assert_eq!(events.status(), 200);
+        let id = server.send("live");
+        let event = events.next_message(PROMPTLY).unwrap();
+        assert_eq!(event.last_event_id, id.to_string(), "Last-Event-ID {bad:?}");
+    }
+}
+
+#[test]
+fn last_event_id_from_before_a_restart_still_gets_live_broadcasts() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    let mut events = EventStream::open(server.addr, &[("Last-Event-ID", "999")]);
+    server.send("first after restart");
+    assert_eq!(events.next_message(PROMPTLY).unwrap().last_event_id, "1");
+}
+
+#[test]
+fn without_last_event_id_the_stream_starts_live() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    server.send("old");
+    let mut events = EventStream::open(server.addr, &[]);
+    server.send("new");
+    assert_eq!(events.next_message(PROMPTLY).unwrap().data, "new");
+}
+
+#[test]
+fn closed_client_leaves_the_count_after_the_next_tick() {
+    let server = TestServer::with_interval(20);
+    let events = EventStream::open(server.addr, &[]);
+    server.wait_for_clients(1, PROMPTLY);
+    drop(events);
+    // The first tick after the close is accepted by the kernel; a later one fails.
+    server.wait_for_clients(0, PROMPTLY);
+}
+
+#[test]
+fn send_reports_the_number_of_connected_clients() {
+    let server = TestServer::with_interval(20);
+    let a = EventStream::open(server.addr, &[]);
+    let _b = EventStream::open(server.addr, &[]);
+    server.wait_for_clients(2, PROMPTLY);
+    let (_, body) = common::post(&server.url("/send"), "text/plain", "x");
+    assert_eq!(common::json_number(&body, "clients"), 2);
+    drop(a);
+    server.wait_for_clients(1, PROMPTLY);
+    let (_, body) = common::post(&server.url("/send"), "text/plain", "y");
+    assert_eq!(common::json_number(&body, "clients"), 1);
+}
+
+#[test]
+fn clients_over_the_cap_get_503_with_retry_after() {
+    let server = TestServer::start(|c| {
+        c.max_clients = 2;
+        c.interval = Duration::from_millis(20);
+    });
+    let first = EventStream::open(server.addr, &[]);
+    let _second = EventStream::open(server.addr, &[]);
+    let third = EventStream::open(server.addr, &[]);
+    assert_eq!(third.status(), 503);
+    assert!(third.header("retry-after").is_some(), "{}", third.head);
+    // A place frees up when a client leaves.
+    drop(first);
+    server.wait_for_clients(1, PROMPTLY);
+    assert_eq!(EventStream::open(server.addr, &[]).status(), 200);
+}
+
+#[test]
+fn client_that_stops_reading_does_not_delay_others() {
+    let server = TestServer::start(|c| {
+        c.interval = Duration::from_millis(NO_TICK_MS);
+        c.write_timeout = Duration::from_millis(300);
+    });
+    // This client never reads: once the kernel buffers between us fill up, writes to it block.
+    let _stuck = EventStream::open(server.addr, &[]);
+    let mut reader = EventStream::open(server.addr, &[]);
+    server.wait_for_clients(2, PROMPTLY);
+
+    // Enough data to fill any socket buffer many times over.
+    const MESSAGES: u64 = 300;
+    let big = "x".repeat(60 * 1024);
+    let reading = thread::spawn(move || {
+        (1..=MESSAGES)
+            .map(|_| reader.next_message(PROMPTLY).map(|e| e.last_event_id))
+            .collect::<Vec<_>>()
+    });
+    for _ in 0..MESSAGES {
+        server.send(&big);
+    }
+    let ids = reading.join().unwrap();
+    let expected: Vec<_> = (1..=MESSAGES).map(|i| Some(i.to_string())).collect();
+    assert_eq!(ids, expected, "the reading client got every broadcast");
+    // And the stuck one is dropped once a write has blocked for the write timeout.
+    server.wait_for_clients(1, PROMPTLY);
+}
+
+#[test]
+fn events_answers_http_1_0_clients_too() {
+    let server = TestServer::with_interval(20);
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(PROMPTLY)).unwrap();
+    std::io::Write::write_all(&mut stream, b"GET /events HTTP/1.0\r\n\r\n").unwrap();
+    let mut buf = [0u8; 256];
+    let n = stream.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
+}

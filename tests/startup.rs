@@ -1,0 +1,146 @@
+//! The binary as a user starts it: settings, `--help`, the startup line, surviving `accept()` errors.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{get, PROMPTLY};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sse-server");
+
+/// A server process, killed when dropped.
+struct Running {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `command` and reads the first line it prints, which must carry the address.
+fn start(mut command: Command) -> Running {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server binary");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("a startup line");
+    let start = line
+        .find("http://")
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let url = line[start..].trim_end().to_string();
+    Running { child, url }
+}
+
+fn server_command() -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_remove("HOST")
+        .env_remove("INTERVAL_MS")
+        .env("PORT", "0");
+    command
+}
+
+#[test]
+fn startup_line_has_the_url_with_the_real_port() {
+    let server = start(server_command());
+    assert!(
+        server.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    assert!(server.url.ends_with('/'), "{}", server.url);
+    assert!(
+        !server.url.ends_with(":0/"),
+        "the bound port, not 0: {}",
+        server.url
+    );
+    assert_eq!(get(&server.url).0, 200);
+}
+
+#[test]
+fn flags_win_over_environment_variables() {
+    // PORT=1 would fail (a privileged port); --port 0 overrides it.
+    let mut command = server_command();
+    command
+        .env("PORT", "1")
+        .args(["--port", "0", "--interval-ms", "20"]);
+    let server = start(command);
+    assert_eq!(get(&server.url).0, 200);
+}
+
+#[test]
+fn host_from_the_environment_is_where_it_listens() {
+    let mut command = server_command();
+    command.env("HOST", "localhost");
+    let server = start(command);
+    assert!(server.url.starts_with("http://127.0.0.1:") || server.url.starts_with("http://[::1]:"));
+}
+
+#[test]
+fn help_lists_every_flag_and_exits_0() {
+    let output = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    for flag in [
+        "--port",
+        "--host",
+        "--interval-ms",
+        "--max-clients",
+        "--write-timeout-ms",
+    ] {
+        assert!(text.contains(flag), "--help mentions {flag}");
+    }
+}
+
+#[test]
+fn bad_flag_exits_2_with_the_usage() {
+    let output = Command::new(BIN).arg("--nope").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--port"));
+}
+
+#[test]
+fn accept_failing_for_lack_of_file_descriptors_is_survived() {
+    // Run the server with very few file descriptors, open more connections than it can take,
+    // then let them go: it must still be alive and serving.
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", &format!("ulimit -n 24 && exec {BIN}")])
+        .env("PORT", "0")
+        .env("INTERVAL_MS", "60000");
+    let mut server = start(command);
+    let addr = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let held: Vec<TcpStream> = (0..40)
+        .filter_map(|_| TcpStream::connect(&addr).ok())
+        .collect();
+    assert!(held.len() > 24, "more connections than descriptors");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(server.child.try_wait().unwrap().is_none(), "still running");
+    drop(held);
+    // Once descriptors are free again, it serves.
+    let deadline = std::time::Instant::now() + PROMPTLY;
+    loop {
+        let agent = common::agent();
+        if let Ok(response) = agent.get(&server.url).call() {
+            assert_eq!(response.status(), 200);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "serves again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
