@@ -18,6 +18,11 @@ pub const DEFAULT_INTERVAL_MS: u64 = 1000;
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// A client whose socket has not accepted a write for this long is dropped (contract: 10 s).
 pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 10_000;
+/// Default number of broadcast writer threads: one per core (see `fanout.rs`); 0 means every
+/// connection thread writes its own broadcasts.
+pub fn default_broadcast_writers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 /// A client must send its whole request head within this time, or it gets 408 (contract: 10 s).
 pub const DEFAULT_HEAD_TIMEOUT_MS: u64 = 10_000;
 
@@ -35,6 +40,8 @@ Options (a flag wins over its environment variable):
                                                                 [env MAX_CLIENTS, default 10000]
   --write-timeout-ms N  drop a client once one write has blocked this long
                                                                 [env WRITE_TIMEOUT_MS, default 10000]
+  --broadcast-writers N threads writing broadcasts to sockets; 0 = each connection
+                        thread writes its own                   [env BROADCAST_WRITERS, default: cores]
   -h, --help            print this help
 ";
 
@@ -49,6 +56,8 @@ pub struct Config {
     pub max_clients: usize,
     /// How long one write may block before the client counts as gone.
     pub write_timeout: Duration,
+    /// Threads that write broadcasts to the sockets (0: each connection thread does).
+    pub broadcast_writers: usize,
     /// How long a client may take to send its request head (not a flag: tests shorten it).
     pub head_timeout: Duration,
 }
@@ -61,6 +70,7 @@ impl Default for Config {
             interval: Duration::from_millis(DEFAULT_INTERVAL_MS),
             max_clients: DEFAULT_MAX_CLIENTS,
             write_timeout: Duration::from_millis(DEFAULT_WRITE_TIMEOUT_MS),
+            broadcast_writers: default_broadcast_writers(),
             head_timeout: Duration::from_millis(DEFAULT_HEAD_TIMEOUT_MS),
         }
     }
@@ -141,7 +151,7 @@ struct Setting {
 }
 
 impl Setting {
-    const ALL: [Setting; 5] = [
+    const ALL: [Setting; 6] = [
         Setting {
             flag: "--port",
             env: "PORT",
@@ -172,6 +182,11 @@ impl Setting {
             flag: "--write-timeout-ms",
             env: "WRITE_TIMEOUT_MS",
             store: |c, v| positive_millis(v).map(|d| c.write_timeout = d),
+        },
+        Setting {
+            flag: "--broadcast-writers",
+            env: "BROADCAST_WRITERS",
+            store: |c, v| number(v).map(|n| c.broadcast_writers = n),
         },
     ];
 
@@ -236,12 +251,14 @@ mod tests {
                 ("INTERVAL_MS", "250"),
                 ("MAX_CLIENTS", "7"),
                 ("WRITE_TIMEOUT_MS", "1500"),
+                ("BROADCAST_WRITERS", "0"),
             ],
         );
         assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 0));
         assert_eq!(c.interval, Duration::from_millis(250));
         assert_eq!(c.max_clients, 7);
         assert_eq!(c.write_timeout, Duration::from_millis(1500));
+        assert_eq!(c.broadcast_writers, 0);
     }
 
     #[test]

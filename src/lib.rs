@@ -7,14 +7,16 @@
 //! 3. [`urlencoded`]: `a=1&message=hi+there`, the format of query strings and HTML forms.
 //! 4. [`sse`]: the event-stream format: how a message becomes `data:` lines (the heart of it).
 //! 5. [`timestamp`]: RFC 3339 time for the tick events.
-//! 6. [`event_log`]: numbered broadcasts, encoded once, kept for replay; threads sleep on it.
+//! 6. [`event_log`]: numbered broadcasts, encoded once, kept for replay.
 //! 7. [`routes`]: `GET /`, `GET /events`, `/send`, one function each.
 //! 8. [`server`]: the listening socket and one thread per connection.
+//! 9. [`fanout`]: how a broadcast reaches every socket, the simple way and the fast way.
 //!
 //! `main.rs` only wires these together. Tests start a [`Server`] on port 0 in-process.
 
 pub mod config;
 pub mod event_log;
+pub mod fanout;
 pub mod http;
 pub mod routes;
 pub mod server;

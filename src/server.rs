@@ -10,10 +10,11 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::event_log::EventLog;
+use crate::fanout::Fanout;
 use crate::http::{Response, Status};
 use crate::routes;
 
@@ -34,12 +35,25 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Shared {
     pub config: Config,
     pub log: EventLog,
+    pub fanout: Fanout,
+    /// When the server started; ticks are timed from it.
+    pub started: Instant,
     /// Open `/events` streams: the `clients` in `/send`'s answer, and what the cap limits.
     pub clients: AtomicUsize,
     /// Connection threads alive, streams or not.
     connections: AtomicUsize,
     /// Numbers connections for thread names and wake-up groups.
     next_conn_id: AtomicU64,
+}
+
+impl Shared {
+    /// Broadcasts `message` to every `/events` client and returns its id: appended to the log
+    /// once, then announced to whoever writes it to the sockets.
+    pub fn broadcast(&self, message: &str) -> u64 {
+        let id = self.log.publish(message);
+        self.fanout.announce(id);
+        id
+    }
 }
 
 /// A bound server, not yet accepting.
@@ -49,7 +63,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.host:config.port` (port 0 picks a free port).
+    /// Binds `config.host:config.port` (port 0 picks a free port) and starts the broadcast writers.
     ///
     /// # Errors
     /// The address cannot be resolved, or is in use, or binding is not allowed.
@@ -60,12 +74,20 @@ impl Server {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "host has no address"))?;
         let listener = TcpListener::bind(addr)?;
         let shared = Arc::new(Shared {
+            fanout: Fanout::new(config.broadcast_writers),
+            started: Instant::now(),
             config,
             log: EventLog::new(),
             clients: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(1),
         });
+        for index in 0..shared.config.broadcast_writers {
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name(format!("writer-{index}"))
+                .spawn(move || shared.fanout.run_writer(index, &shared.log))?;
+        }
         Ok(Server { listener, shared })
     }
 

@@ -11,6 +11,17 @@ use common::{EventStream, TestServer, PROMPTLY};
 /// An interval so long that no tick can arrive during a test: whatever arrives came at once.
 const NO_TICK_MS: u64 = 60_000;
 
+/// Both ways of getting broadcasts to sockets (see `src/fanout.rs`): each connection thread
+/// writing its own (0 writers), and writer threads.
+const FANOUT_MODES: [usize; 2] = [0, 2];
+
+fn server_with_writers(writers: usize, interval_ms: u64) -> TestServer {
+    TestServer::start(|c| {
+        c.broadcast_writers = writers;
+        c.interval = Duration::from_millis(interval_ms);
+    })
+}
+
 #[test]
 fn events_responds_200_with_the_four_stream_headers() {
     let server = TestServer::with_interval(NO_TICK_MS);
@@ -174,7 +185,13 @@ fn unicode_messages_arrive_unchanged() {
 
 #[test]
 fn every_client_gets_every_broadcast_in_order() {
-    let server = TestServer::with_interval(NO_TICK_MS);
+    for writers in FANOUT_MODES {
+        every_client_gets_every_broadcast_in_order_with(writers);
+    }
+}
+
+fn every_client_gets_every_broadcast_in_order_with(writers: usize) {
+    let server = server_with_writers(writers, NO_TICK_MS);
     let mut clients: Vec<EventStream> = (0..3)
         .map(|_| EventStream::open(server.addr, &[]))
         .collect();
@@ -219,7 +236,7 @@ fn replay_comes_right_after_the_retry_frame() {
 fn history_holds_at_least_the_last_1000_broadcasts() {
     let server = TestServer::with_interval(NO_TICK_MS);
     for i in 1..=1005 {
-        server.shared.log.publish(&format!("m{i}"));
+        server.shared.broadcast(&format!("m{i}"));
     }
     let mut events = EventStream::open(server.addr, &[("Last-Event-ID", "5")]);
     for i in 6..=1005 {
@@ -230,13 +247,19 @@ fn history_holds_at_least_the_last_1000_broadcasts() {
 
 #[test]
 fn replay_and_live_broadcasts_have_no_gap_and_no_duplicate() {
-    let server = TestServer::with_interval(NO_TICK_MS);
+    for writers in FANOUT_MODES {
+        replay_and_live_broadcasts_have_no_gap_and_no_duplicate_with(writers);
+    }
+}
+
+fn replay_and_live_broadcasts_have_no_gap_and_no_duplicate_with(writers: usize) {
+    let server = server_with_writers(writers, NO_TICK_MS);
     const TOTAL: u64 = 300;
     let shared = server.shared.clone();
     // Broadcasts keep coming while the client connects: some are replayed, the rest live.
     let sender = thread::spawn(move || {
         for i in 1..=TOTAL {
-            shared.log.publish(&format!("m{i}"));
+            shared.broadcast(&format!("m{i}"));
             if i % 10 == 0 {
                 thread::sleep(Duration::from_millis(1));
             }
@@ -291,7 +314,13 @@ fn without_last_event_id_the_stream_starts_live() {
 
 #[test]
 fn closed_client_leaves_the_count_after_the_next_tick() {
-    let server = TestServer::with_interval(20);
+    for writers in FANOUT_MODES {
+        closed_client_leaves_the_count_after_the_next_tick_with(writers);
+    }
+}
+
+fn closed_client_leaves_the_count_after_the_next_tick_with(writers: usize) {
+    let server = server_with_writers(writers, 20);
     let events = EventStream::open(server.addr, &[]);
     server.wait_for_clients(1, PROMPTLY);
     drop(events);
@@ -332,7 +361,14 @@ fn clients_over_the_cap_get_503_with_retry_after() {
 
 #[test]
 fn client_that_stops_reading_does_not_delay_others() {
+    for writers in FANOUT_MODES {
+        client_that_stops_reading_does_not_delay_others_with(writers);
+    }
+}
+
+fn client_that_stops_reading_does_not_delay_others_with(writers: usize) {
     let server = TestServer::start(|c| {
+        c.broadcast_writers = writers;
         c.interval = Duration::from_millis(NO_TICK_MS);
         c.write_timeout = Duration::from_millis(300);
     });
