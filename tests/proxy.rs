@@ -1,0 +1,472 @@
+//! Behind a real proxy: `deploy/nginx.conf`, exactly as shipped, in front of the server, with
+//! curl as the browser: TLS, HTTP/2, frames passed on at once, disconnects passed back.
+//!
+//! Needs `nginx`, `openssl` and `curl`. Without them each test prints "skipped" and passes,
+//! except under CI (`CI=true`), where a missing tool fails it: CI installs them.
+//! `NGINX=/nowhere cargo test --test proxy` shows the skip (the same works for `OPENSSL`,
+//! `CURL`); a path there also picks the binary to use.
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{json_number, TestServer, PROMPTLY};
+
+/// Ticks this often in the tests that watch ticks: several fit in a second.
+const TICK_MS: u64 = 400;
+
+/// So long that no tick is due while a broadcast travels: what arrives first came at once.
+const QUIET_TICK_MS: u64 = 5_000;
+
+// ---------------------------------------------------------------------------------------------
+// The tools: found, or skipped (passing), or missing under CI (failing).
+
+struct Tools {
+    nginx: PathBuf,
+    openssl: PathBuf,
+    curl: PathBuf,
+}
+
+/// The three tools, or None after printing why the test is skipped. Panics under `CI=true`.
+fn tools() -> Option<Tools> {
+    let (nginx, openssl, curl) = (find_tool("nginx"), find_tool("openssl"), find_tool("curl"));
+    let missing: Vec<&str> = [("nginx", &nginx), ("openssl", &openssl), ("curl", &curl)]
+        .iter()
+        .filter(|(_, path)| path.is_none())
+        .map(|(name, _)| *name)
+        .collect();
+    if missing.is_empty() {
+        return Some(Tools {
+            nginx: nginx?,
+            openssl: openssl?,
+            curl: curl?,
+        });
+    }
+    let missing = missing.join(", ");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true but {missing} not installed: .ci/run must install it");
+    }
+    eprintln!("skipped: {missing} not installed (CI installs it)");
+    None
+}
+
+/// `$NAME` (upper case) if set, else the first `name` on `PATH`, then in the sbin directories
+/// (Debian puts nginx in /usr/sbin, which is not on an ordinary user's `PATH`).
+fn find_tool(name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(name.to_uppercase()) {
+        let path = PathBuf::from(path);
+        return is_executable(&path).then_some(path);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// nginx from deploy/nginx.conf, in a scratch directory, stopped and cleaned up on drop.
+
+/// A scratch directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sse-proxy-test-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create the scratch directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// nginx running `deploy/nginx.conf` on a free loopback port, proxying to `upstream`.
+struct Nginx {
+    port: u16,
+    child: Child,
+    binary: PathBuf,
+    conf: PathBuf,
+    // Declared last: dropped after `Drop::drop` has stopped nginx.
+    dir: TempDir,
+}
+
+impl Nginx {
+    fn start(tools: &Tools, upstream: std::net::SocketAddr) -> Nginx {
+        let dir = TempDir::new();
+        let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+        let status = Command::new(&tools.openssl)
+            .args(["req", "-x509", "-newkey", "ec"])
+            .args([
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+            ])
+            .args(["-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl");
+        assert!(status.success(), "openssl could not make a certificate");
+
+        let port = free_port();
+        let template =
+            fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf"))
+                .expect("read deploy/nginx.conf");
+        let conf_text = template
+            .replace("__LISTEN_PORT__", &port.to_string())
+            .replace("__UPSTREAM__", &upstream.to_string())
+            .replace("__CERT__", cert.to_str().unwrap())
+            .replace("__KEY__", key.to_str().unwrap())
+            .replace("__RUNDIR__", dir.0.to_str().unwrap());
+        assert!(
+            !conf_text.contains("__"),
+            "a placeholder is left:\n{conf_text}"
+        );
+        let conf = dir.0.join("nginx.conf");
+        fs::write(&conf, conf_text).unwrap();
+
+        let log = fs::File::create(dir.0.join("stderr.log")).unwrap();
+        let child = Command::new(&tools.nginx)
+            .arg("-p")
+            .arg(&dir.0)
+            .arg("-c")
+            .arg(&conf)
+            .args(["-e", "stderr"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nginx");
+        let mut proxy = Nginx {
+            port,
+            child,
+            binary: tools.nginx.clone(),
+            conf,
+            dir,
+        };
+        proxy.wait_until_listening();
+        proxy
+    }
+
+    /// Polls the port until nginx accepts connections; panics with its log if it exits first.
+    fn wait_until_listening(&mut self) {
+        let deadline = Instant::now() + PROMPTLY;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("nginx exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx not listening:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// What nginx wrote to stderr, for failure messages.
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.0.join("stderr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    /// `nginx -s stop` (SIGTERM to the master, which stops its workers), then wait. SIGKILL on
+    /// the master alone would leave the workers running, so it is only the last resort.
+    fn drop(&mut self) {
+        let _ = Command::new(&self.binary)
+            .arg("-p")
+            .arg(&self.dir.0)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-e", "stderr", "-s", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago (bind port 0, read it, let it go).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().unwrap().port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// curl as the browser: the response read as it arrives, frame by frame.
+
+/// One event-stream frame (the lines up to a blank line), fields as sent.
+#[derive(Debug, Default)]
+struct Frame {
+    event: Option<String>,
+    id: Option<String>,
+    data: Vec<String>,
+}
+
+/// `curl --http2 -k -N -s -i URL` running, its stdout read on a thread; killed on drop.
+struct Curl {
+    child: Child,
+    chunks: Receiver<Vec<u8>>,
+    /// Bytes received and not yet taken as head or frame.
+    unread: Vec<u8>,
+    /// The response head as curl prints it (`-i`), status line included.
+    head: String,
+}
+
+impl Curl {
+    /// Starts curl and waits (bounded) for the response head.
+    fn open(tools: &Tools, url: &str) -> Curl {
+        let mut child = Command::new(&tools.curl)
+            .args(["--http2", "-k", "-N", "-s", "-i", "--max-time", "30"])
+            .args(["-H", "Accept-Encoding: gzip, deflate, br"])
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start curl");
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, chunks) = mpsc::channel();
+        thread::spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut curl = Curl {
+            child,
+            chunks,
+            unread: Vec::new(),
+            head: String::new(),
+        };
+        let deadline = Instant::now() + PROMPTLY;
+        let end = loop {
+            if let Some(i) = find(&curl.unread, b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(
+                curl.fill(deadline),
+                "no response head from curl: {:?}",
+                String::from_utf8_lossy(&curl.unread)
+            );
+        };
+        curl.head = String::from_utf8(curl.unread.drain(..end).collect()).expect("an ASCII head");
+        curl
+    }
+
+    /// Waits for more output until `deadline`; false on timeout or end of output.
+    fn fill(&mut self, deadline: Instant) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.chunks.recv_timeout(left) {
+            Ok(chunk) => {
+                self.unread.extend_from_slice(&chunk);
+                true
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => false,
+        }
+    }
+
+    fn status_line(&self) -> &str {
+        self.head.lines().next().unwrap_or_default().trim_end()
+    }
+
+    /// A response header's value (names compared without case), as curl printed it.
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    /// The next frame, within `within`. The server ends lines with LF only.
+    fn next_frame(&mut self, within: Duration) -> Option<Frame> {
+        let deadline = Instant::now() + within;
+        let end = loop {
+            if let Some(i) = find(&self.unread, b"\n\n") {
+                break i + 2;
+            }
+            if !self.fill(deadline) {
+                return None;
+            }
+        };
+        let text = String::from_utf8(self.unread.drain(..end).collect()).expect("UTF-8 frames");
+        let mut frame = Frame::default();
+        for line in text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with(':'))
+        {
+            let (field, value) = line.split_once(": ").unwrap_or((line, ""));
+            match field {
+                "event" => frame.event = Some(value.to_string()),
+                "id" => frame.id = Some(value.to_string()),
+                "data" => frame.data.push(value.to_string()),
+                _ => {}
+            }
+        }
+        Some(frame)
+    }
+
+    /// The next frame with data (what a browser dispatches as an event), within `within`.
+    fn next_event(&mut self, within: Duration) -> Option<Frame> {
+        let deadline = Instant::now() + within;
+        loop {
+            let frame = self.next_frame(deadline.saturating_duration_since(Instant::now()))?;
+            if !frame.data.is_empty() {
+                return Some(frame);
+            }
+        }
+    }
+}
+
+impl Drop for Curl {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `POST url` with a text/plain body through curl over HTTP/2: (HTTP version, status, body).
+fn curl_post(tools: &Tools, url: &str, body: &str) -> (String, u16, String) {
+    let output = Command::new(&tools.curl)
+        .args(["--http2", "-k", "-s", "--max-time", "5"])
+        .args(["-H", "Content-Type: text/plain; charset=utf-8"])
+        .args(["--data-binary", body])
+        .args(["-w", "\n%{http_version} %{http_code}"])
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8(output.stdout).expect("UTF-8 answer");
+    let (body, trailer) = text.rsplit_once('\n').expect("curl's -w line");
+    let (version, code) = trailer.split_once(' ').expect("version and status");
+    (
+        version.to_string(),
+        code.parse().unwrap_or(0),
+        body.to_string(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests: one statement of the contract each, as seen through nginx.
+
+#[test]
+fn events_through_nginx_negotiate_http2_and_stream_ticks() {
+    let Some(tools) = tools() else { return };
+    let server = TestServer::with_interval(TICK_MS);
+    let proxy = Nginx::start(&tools, server.addr);
+    let interval = Duration::from_millis(TICK_MS);
+
+    let mut events = Curl::open(&tools, &proxy.url("/events"));
+    assert_eq!(events.status_line(), "HTTP/2 200", "{}", events.head);
+    assert_eq!(
+        events.header("content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    assert_eq!(events.header("cache-control").as_deref(), Some("no-cache"));
+    // Under HTTP/2 a `connection` header is a protocol error: nginx must not pass it on.
+    assert_eq!(events.header("connection"), None, "{}", events.head);
+    // The client accepted gzip; the stream must come uncompressed all the same.
+    assert_eq!(events.header("content-encoding"), None, "{}", events.head);
+
+    let first = events.next_frame(PROMPTLY).expect("the retry frame");
+    assert!(first.data.is_empty(), "{first:?}");
+    // Two ticks, each within a few intervals of the last: passed on one by one, not buffered.
+    for n in 1..=2 {
+        let tick = events
+            .next_event(3 * interval)
+            .unwrap_or_else(|| panic!("tick {n} within 3 intervals:\n{}", proxy.log()));
+        assert_eq!(tick.event.as_deref(), Some("tick"), "{tick:?}");
+    }
+}
+
+#[test]
+fn broadcast_posted_through_nginx_reaches_an_http2_stream_at_once() {
+    let Some(tools) = tools() else { return };
+    let server = TestServer::with_interval(QUIET_TICK_MS);
+    let proxy = Nginx::start(&tools, server.addr);
+
+    let opened_at = Instant::now();
+    let mut events = Curl::open(&tools, &proxy.url("/events"));
+    assert_eq!(events.status_line(), "HTTP/2 200", "{}", events.head);
+    // The head is not held back until the first frame after it: nginx passes it on at once.
+    assert!(opened_at.elapsed() < Duration::from_millis(QUIET_TICK_MS / 2));
+    server.wait_for_clients(1, PROMPTLY);
+
+    let sent_at = Instant::now();
+    let (version, status, answer) = curl_post(&tools, &proxy.url("/send"), "through nginx");
+    assert_eq!((version.as_str(), status), ("2", 200), "{answer}");
+    assert_eq!(json_number(&answer, "id"), 1, "{answer}");
+    assert_eq!(json_number(&answer, "clients"), 1, "{answer}");
+
+    // The first event is the broadcast, long before the first tick would be due.
+    let event = events
+        .next_event(Duration::from_millis(QUIET_TICK_MS / 2))
+        .unwrap_or_else(|| panic!("the broadcast within half an interval:\n{}", proxy.log()));
+    assert_eq!(event.event, None, "a message, not a tick: {event:?}");
+    assert_eq!(event.id.as_deref(), Some("1"));
+    assert_eq!(event.data, ["through nginx"]);
+    assert!(sent_at.elapsed() < Duration::from_millis(QUIET_TICK_MS / 2));
+}
+
+#[test]
+fn a_client_leaving_nginx_stops_counting_at_the_server_within_two_ticks() {
+    let Some(tools) = tools() else { return };
+    let server = TestServer::with_interval(TICK_MS);
+    let proxy = Nginx::start(&tools, server.addr);
+
+    let mut events = Curl::open(&tools, &proxy.url("/events"));
+    assert_eq!(events.status_line(), "HTTP/2 200", "{}", events.head);
+    server.wait_for_clients(1, PROMPTLY);
+    events
+        .next_event(PROMPTLY)
+        .expect("a tick: the stream runs");
+
+    // The browser goes away: nginx closes its upstream connection, and the server's next
+    // writes fail.
+    drop(events);
+    let slack = Duration::from_secs(2);
+    server.wait_for_clients(0, 2 * Duration::from_millis(TICK_MS) + slack);
+}
