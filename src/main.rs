@@ -26,6 +26,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for warning in sse_server::server::capacity_warnings(&server.shared().config) {
+        eprintln!("warning: {warning}");
+    }
     // The one line scripts wait for: it carries the real port (useful with PORT=0).
     println!("Server running at {}", server.url());
     let _ = std::io::stdout().flush();
