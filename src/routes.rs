@@ -94,8 +94,9 @@ fn method_not_allowed(allow: &str) -> Response {
 ///
 /// The Node version is the classic handler: `res.writeHead(200, headers)`, `res.flushHeaders()`,
 /// `setInterval(() => res.write(tick), 1000)`, and `res.on('close', ...)` to clean up. Here the
-/// thread *is* the handler: it writes the head, then loops, sleeping until the next tick or the
-/// next broadcast, and it learns that the client left when a write fails.
+/// thread *is* the handler: it writes the head, then loops, sleeping until its next tick or until
+/// it is woken for a broadcast, and it learns that the client left when a write fails (its own,
+/// or a writer thread's: see `fanout.rs`).
 pub fn stream_events(
     stream: &Arc<TcpStream>,
     peer: SocketAddr,
@@ -179,9 +180,13 @@ fn write_stream(
             let tick = (Instant::now() >= next_tick).then(|| sse::tick_frame(&timestamp::now()));
             client.catch_up(&shared.log, tick.as_deref())?;
             if tick.is_some() {
-                // One interval on; after a write that blocked for long, one interval from now
-                // rather than a burst of late ticks.
-                next_tick = tick_after(next_tick.max(Instant::now()), shared);
+                // One interval on, on the schedule (so waking a little late does not add up).
+                // After a write that blocked for longer than that, one interval from now rather
+                // than a burst of late ticks.
+                next_tick = tick_after(next_tick, shared);
+                if next_tick <= Instant::now() {
+                    next_tick = tick_after(Instant::now(), shared);
+                }
             }
             // Sleep until the next tick, or until `unpark` (fanout.rs) wakes us early.
             thread::park_timeout(next_tick.saturating_duration_since(Instant::now()));
