@@ -17,6 +17,8 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::timestamp;
+
 /// Largest request head (request line + headers + blank line) we accept: 8 KiB, the contract's
 /// limit and a common server default. Beyond it: 431 Request Header Fields Too Large.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -412,13 +414,15 @@ impl Response {
         self
     }
 
-    /// The bytes on the wire. `Content-Length` tells the client where the body ends, and
+    /// The bytes on the wire. `Date` is required of a server that has a clock (RFC 9110 §6.6.1;
+    /// Node adds it unless `res.sendDate` is false). `Content-Length` tells the client where the body ends, and
     /// `Connection: close` that we will close after it: this server answers one request per
     /// connection, which keeps every thread's story short. With `include_body` false (a HEAD
     /// request) the head is the same but no body follows (RFC 9110 §9.3.2).
     pub fn to_bytes(&self, include_body: bool) -> Vec<u8> {
         let Status(code, reason) = self.status;
         let mut out = format!("HTTP/1.1 {code} {reason}\r\n");
+        out.push_str(&format!("Date: {}\r\n", timestamp::http_date_now()));
         for (name, value) in &self.headers {
             out.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -546,9 +550,16 @@ mod tests {
     fn responses_carry_content_length_and_connection_close() {
         let r = Response::text(Status::NOT_FOUND, "nope").with_header("Allow", "GET");
         let text = String::from_utf8(r.to_bytes(true)).unwrap();
+        let (status_line, rest) = text.split_once("\r\n").unwrap();
+        let (date, rest) = rest.split_once("\r\n").unwrap();
+        assert_eq!(status_line, "HTTP/1.1 404 Not Found");
+        assert!(
+            date.starts_with("Date: ") && date.ends_with(" GMT"),
+            "{date}"
+        );
         assert_eq!(
-            text,
-            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nAllow: GET\r\n\
+            rest,
+            "Content-Type: text/plain; charset=utf-8\r\nAllow: GET\r\n\
              Content-Length: 5\r\nConnection: close\r\n\r\nnope\n"
         );
         let head_only = String::from_utf8(r.to_bytes(false)).unwrap();

@@ -27,23 +27,28 @@ pub const PAGE: &str = include_str!("../index.html");
 /// How long a client told "503, too many clients" should wait before trying again, in seconds.
 pub const RETRY_AFTER_SECS: u32 = 5;
 
-/// The response head of an event stream: Node's
-/// `res.writeHead(200, { 'Content-Type': 'text/event-stream', ... })`.
+/// The headers of an event stream, after the status line and `Date` (see [`event_stream_head`]).
 ///
 /// - `Content-Type: text/event-stream`: the one type `EventSource` accepts.
 /// - `Cache-Control: no-cache`: a stream is never the same twice; no cache may store or replay it.
-/// - `Connection: keep-alive`: the connection stays open for as long as the stream runs (HTTP/1.1
-///   only: HTTP/2 forbids this header, and a proxy in front drops it).
+/// - `Connection: keep-alive`: do not close after this response; the stream runs until the
+///   connection closes. HTTP/1.1 only: HTTP/2 forbids this header, and a proxy in front drops it.
 /// - `X-Accel-Buffering: no`: asks nginx-style proxies to pass each frame on at once instead of
 ///   collecting a buffer-full first.
 ///
 /// No `Content-Length` and no chunked encoding: the body simply ends when the connection closes.
-pub const EVENT_STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\n\
-    Content-Type: text/event-stream\r\n\
+pub const EVENT_STREAM_HEADERS: &str = "Content-Type: text/event-stream\r\n\
     Cache-Control: no-cache\r\n\
     Connection: keep-alive\r\n\
-    X-Accel-Buffering: no\r\n\
-    \r\n";
+    X-Accel-Buffering: no\r\n";
+
+/// The response head of an event stream: Node's
+/// `res.writeHead(200, { 'Content-Type': 'text/event-stream', ... })`. `Date` is required of a
+/// server with a clock (RFC 9110 §6.6.1), and Node adds it by default.
+pub fn event_stream_head() -> String {
+    let date = timestamp::http_date_now();
+    format!("HTTP/1.1 200 OK\r\nDate: {date}\r\n{EVENT_STREAM_HEADERS}\r\n")
+}
 
 /// Reads one request from a new connection and answers it.
 pub fn handle_connection(stream: &Arc<TcpStream>, peer: SocketAddr, conn_id: u64, shared: &Shared) {
@@ -153,7 +158,7 @@ fn write_stream(
         let mut out = &**stream;
         // Head and first frame in one write: Node's `res.writeHead(...)` + `res.flushHeaders()`.
         // The client sees the 200 and fires `open` right away, not at the first tick.
-        let mut first = EVENT_STREAM_HEAD.as_bytes().to_vec();
+        let mut first = event_stream_head().into_bytes();
         first.extend_from_slice(&sse::retry_frame(sse::RETRY_MS));
         out.write_all(&first)?;
         // Replay what a reconnecting client missed, oldest first.

@@ -102,9 +102,16 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
-    /// `http://HOST:PORT/`, for the startup line.
+    /// `http://HOST:PORT/` for the startup line: the host as configured, the port as bound (the
+    /// real one when port 0 was asked for). An IPv6 address goes in brackets, as in a URL.
     pub fn url(&self) -> String {
-        format!("http://{}/", self.local_addr())
+        let host = &self.shared.config.host;
+        let port = self.local_addr().port();
+        if host.contains(':') {
+            format!("http://[{host}]:{port}/")
+        } else {
+            format!("http://{host}:{port}/")
+        }
     }
 
     /// The state the threads share (tests read the client count from it).

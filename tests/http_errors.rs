@@ -58,6 +58,27 @@ fn non_stream_responses_carry_content_length_and_connection_close() {
 }
 
 #[test]
+fn every_response_carries_a_date_header() {
+    let server = server();
+    for request in [
+        "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GARBAGE\r\n\r\n",
+    ] {
+        let raw = server.raw(request.as_bytes());
+        let date = raw
+            .lines()
+            .find_map(|line| line.strip_prefix("Date: "))
+            .unwrap_or_else(|| panic!("no Date in {raw}"));
+        // IMF-fixdate: "Mon, 23 Nov 2026 16:39:34 GMT"
+        assert_eq!(date.len(), 29, "{date}");
+        assert!(date.ends_with(" GMT") && &date[3..5] == ", ", "{date}");
+    }
+    let events = common::EventStream::open(server.addr, &[]);
+    assert!(events.header("date").is_some_and(|d| d.ends_with(" GMT")));
+}
+
+#[test]
 fn unknown_path_is_404() {
     let server = server();
     let (status, _, body) = get(&server.url("/favicon.ico"));

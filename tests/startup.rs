@@ -84,7 +84,12 @@ fn host_from_the_environment_is_where_it_listens() {
     let mut command = server_command();
     command.env("HOST", "localhost");
     let server = start(command);
-    assert!(server.url.starts_with("http://127.0.0.1:") || server.url.starts_with("http://[::1]:"));
+    assert!(
+        server.url.starts_with("http://localhost:"),
+        "{}",
+        server.url
+    );
+    assert_eq!(get(&server.url).0, 200);
 }
 
 #[test]

@@ -28,7 +28,7 @@ impl Transcript {
         let text = String::from_utf8(bytes.to_vec()).expect("UTF-8 on the wire");
         for line in text.split_inclusive('\n') {
             let shown = line.replace('\r', "\\r").replace('\n', "\\n");
-            self.lines.push(format!("{prefix} {}", mask_times(&shown)));
+            self.lines.push(format!("{prefix} {}", mask(&shown)));
         }
     }
 
@@ -63,6 +63,14 @@ impl Transcript {
 
     fn note(&mut self, text: &str) {
         self.lines.push(format!("# {text}"));
+    }
+}
+
+/// Masks what changes from run to run: the `Date` header's value, and timestamps.
+fn mask(line: &str) -> String {
+    match line.strip_prefix("Date: ") {
+        Some(_) => "Date: <date>\\r\\n".to_string(),
+        None => mask_times(line),
     }
 }
 
@@ -192,13 +200,14 @@ fn readme_transcript_matches_what_the_server_sends() {
 }
 
 #[test]
-fn timestamps_are_masked_and_nothing_else() {
+fn timestamps_and_dates_are_masked_and_nothing_else() {
+    assert_eq!(mask("data: 2026-11-23T16:39:35.001Z\\n"), "data: <time>\\n");
     assert_eq!(
-        mask_times("data: 2026-11-23T16:39:35.001Z\\n"),
-        "data: <time>\\n"
+        mask("data: 2026-11-23 16:39\\n"),
+        "data: 2026-11-23 16:39\\n"
     );
     assert_eq!(
-        mask_times("data: 2026-11-23 16:39\\n"),
-        "data: 2026-11-23 16:39\\n"
+        mask("Date: Mon, 23 Nov 2026 16:39:34 GMT\\r\\n"),
+        "Date: <date>\\r\\n"
     );
 }
