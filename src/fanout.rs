@@ -14,7 +14,7 @@
 //! switches its socket to blocking mode and finishes the write with the usual timeout. So the
 //! rule of the simple way still holds: only a client's own thread ever waits for that client.
 //!
-//! Either way every write to a socket happens under that client's [`Client::state`] lock, so
+//! Either way every write to a socket happens under that client's `state` lock, so
 //! frames never interleave, and a writer never *waits* for that lock (it uses `try_lock`).
 
 use std::io::{self, Write};

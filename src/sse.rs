@@ -44,6 +44,14 @@ pub fn tick_frame(timestamp: &str) -> Vec<u8> {
 
 /// `id: <n>\ndata: <line>\n...\n`: a broadcast, of the default event type (`message`, which a
 /// page receives in `onmessage`).
+///
+/// ```
+/// use sse_server::sse::message_frame;
+///
+/// assert_eq!(message_frame(7, "hello"), b"id: 7\ndata: hello\n\n");
+/// // One data line per line of the message, whatever the line break:
+/// assert_eq!(message_frame(8, "a\r\nb"), b"id: 8\ndata: a\ndata: b\n\n");
+/// ```
 pub fn message_frame(id: u64, message: &str) -> Vec<u8> {
     encode(None, Some(id), message)
 }
@@ -82,6 +90,11 @@ pub fn encode(event: Option<&str>, id: Option<u64>, data: &str) -> Vec<u8> {
 /// Each piece becomes its own `data:` line and the client joins them with LF, so the page sees
 /// the message with its line breaks turned into LF. A trailing line break gives a last empty
 /// piece; its empty `data: ` line makes the client keep that trailing LF.
+///
+/// ```
+/// let pieces: Vec<&str> = sse_server::sse::lines("one\r\ntwo\rthree\n").collect();
+/// assert_eq!(pieces, ["one", "two", "three", ""]);
+/// ```
 pub fn lines(text: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(text);
     std::iter::from_fn(move || {
