@@ -18,6 +18,12 @@ pub const DEFAULT_INTERVAL_MS: u64 = 1000;
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// A client whose socket has not accepted a write for this long is dropped (contract: 10 s).
 pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 10_000;
+/// Longest interval or write timeout accepted: one day. Longer ones are surely typos, and they
+/// would overflow the time arithmetic.
+pub const MAX_MILLIS: u64 = 24 * 60 * 60 * 1000;
+/// Most broadcast writer threads: more than the cores only adds switching.
+pub const MAX_BROADCAST_WRITERS: usize = 64;
+
 /// Default number of broadcast writer threads: one per core (see `fanout.rs`); 0 means every
 /// connection thread writes its own broadcasts.
 pub fn default_broadcast_writers() -> usize {
@@ -186,7 +192,15 @@ impl Setting {
         Setting {
             flag: "--broadcast-writers",
             env: "BROADCAST_WRITERS",
-            store: |c, v| number(v).map(|n| c.broadcast_writers = n),
+            store: |c, v| match number(v)? {
+                n if n > MAX_BROADCAST_WRITERS => {
+                    Err(format!("must be at most {MAX_BROADCAST_WRITERS}"))
+                }
+                n => {
+                    c.broadcast_writers = n;
+                    Ok(())
+                }
+            },
         },
     ];
 
@@ -202,10 +216,12 @@ fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
         .map_err(|_| "is not a whole number in range".to_string())
 }
 
-/// A zero interval or timeout would spin or disable the limit, so both must be at least 1 ms.
+/// A zero interval or timeout would spin or disable the limit, so both must be at least 1 ms, and
+/// at most [`MAX_MILLIS`].
 fn positive_millis(value: &str) -> Result<Duration, String> {
     match number::<u64>(value)? {
         0 => Err("must be at least 1".to_string()),
+        ms if ms > MAX_MILLIS => Err(format!("must be at most {MAX_MILLIS} (one day)")),
         ms => Ok(Duration::from_millis(ms)),
     }
 }
@@ -302,6 +318,9 @@ mod tests {
         assert!(parse(&["--port", "70000"], &[]).is_err());
         assert!(parse(&["--port"], &[]).is_err());
         assert!(parse(&["--interval-ms", "0"], &[]).is_err());
+        assert!(parse(&["--interval-ms", "18446744073709551615"], &[]).is_err());
+        assert!(parse(&["--write-timeout-ms", "86400001"], &[]).is_err());
+        assert!(parse(&["--broadcast-writers", "65"], &[]).is_err());
         assert!(parse(&["--bogus"], &[]).is_err());
         assert!(parse(&[], &[("PORT", "http")]).is_err());
         assert!(parse(&[], &[("HOST", "")]).is_err());

@@ -17,7 +17,9 @@ use std::sync::{Arc, RwLock};
 use crate::sse;
 
 /// Broadcasts kept for `Last-Event-ID` replay (the contract asks for at least the last 1000).
-/// Frames are at most 64 KiB each, so the log holds at most about 64 MiB.
+/// A message is at most 64 KiB; its frame is about as big for ordinary text, so the log holds
+/// about 64 MiB at most. (A message made only of line breaks grows sevenfold, each break becoming
+/// a `data: \n` line: about 450 MiB at the very worst.)
 pub const HISTORY_LEN: usize = 1000;
 
 /// One broadcast: its id and its frame, already encoded (`id: n\ndata: ...\n\n`).
@@ -36,15 +38,26 @@ struct History {
 }
 
 impl History {
-    /// Appends to `out` the broadcasts with an id greater than `after`, oldest first. Ids are
-    /// consecutive, so the first one wanted sits at a known offset and no search is needed.
-    fn after(&self, after: u64, out: &mut Vec<Broadcast>) {
+    /// Appends to `out` the broadcasts with an id greater than `after`, oldest first, and returns
+    /// how many of those are no longer held. Ids are consecutive, so the first one wanted sits at
+    /// a known offset and no search is needed.
+    fn after(&self, after: u64, out: &mut Vec<Broadcast>) -> u64 {
         let Some(oldest) = self.recent.front().map(|b| b.id) else {
-            return;
+            return 0;
         };
         let skip = (after + 1).saturating_sub(oldest) as usize;
         out.extend(self.recent.iter().skip(skip).cloned());
+        oldest.saturating_sub(after + 1)
     }
+}
+
+/// What [`EventLog::after`] found besides the broadcasts themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CatchUp {
+    /// The id of the newest broadcast: the new cursor.
+    pub last_id: u64,
+    /// Broadcasts after the cursor that have already left the history.
+    pub lost: u64,
 }
 
 /// The log shared by the `/send` handler (which appends) and every `/events` thread (which reads).
@@ -68,18 +81,16 @@ impl EventLog {
     /// Appends `message` as the next broadcast and returns its id: ids start at 1 and go up by one
     /// per broadcast. Waking the clients is [`crate::fanout`]'s job.
     pub fn publish(&self, message: &str) -> u64 {
-        let id = {
-            let mut history = self.history.write().unwrap_or_else(|e| e.into_inner());
-            let id = history.last_id + 1;
-            // Encoded once here, for every client (not once per client).
-            let frame: Arc<[u8]> = sse::message_frame(id, message).into();
-            history.recent.push_back(Broadcast { id, frame });
-            if history.recent.len() > HISTORY_LEN {
-                history.recent.pop_front();
-            }
-            history.last_id = id;
-            id
-        };
+        let mut history = self.history.write().unwrap_or_else(|e| e.into_inner());
+        let id = history.last_id + 1;
+        // Encoded once here, for every client (not once per client). Under the lock, because the
+        // frame carries its id and ids must go into the log in order.
+        let frame: Arc<[u8]> = sse::message_frame(id, message).into();
+        history.recent.push_back(Broadcast { id, frame });
+        if history.recent.len() > HISTORY_LEN {
+            history.recent.pop_front();
+        }
+        history.last_id = id;
         id
     }
 
@@ -95,17 +106,24 @@ impl EventLog {
             .filter(|&k| k < history.last_id)
             .unwrap_or(history.last_id);
         let mut missed = Vec::new();
+        // Broadcasts older than the history are simply not replayed ("still held", says the
+        // contract).
         history.after(from, &mut missed);
         (missed, history.last_id)
     }
 
-    /// Puts the broadcasts after `cursor` (the last id a connection wrote) into `out`, and returns
-    /// the newest id, read together so that nothing falls between them. A connection that fell
-    /// more than [`HISTORY_LEN`] behind has lost the oldest of what it missed; it gets what is left.
-    pub fn after(&self, cursor: u64, out: &mut Vec<Broadcast>) -> u64 {
+    /// Puts the broadcasts after `cursor` (the last id a connection wrote) into `out`. The newest
+    /// id comes with them, read together so that nothing falls between the two.
+    ///
+    /// A connection more than [`HISTORY_LEN`] broadcasts behind gets what is left, and
+    /// [`CatchUp::lost`] says how many are gone.
+    pub fn after(&self, cursor: u64, out: &mut Vec<Broadcast>) -> CatchUp {
         let history = self.history.read().unwrap_or_else(|e| e.into_inner());
-        history.after(cursor, out);
-        history.last_id
+        let lost = history.after(cursor, out);
+        CatchUp {
+            last_id: history.last_id,
+            lost,
+        }
     }
 
     /// The id of the newest broadcast (0 before the first).
@@ -127,8 +145,8 @@ mod tests {
 
     fn after(log: &EventLog, cursor: u64) -> (Vec<Broadcast>, u64) {
         let mut out = Vec::new();
-        let last_id = log.after(cursor, &mut out);
-        (out, last_id)
+        let catch_up = log.after(cursor, &mut out);
+        (out, catch_up.last_id)
     }
 
     #[test]
@@ -176,5 +194,18 @@ mod tests {
         assert_eq!(all.len(), HISTORY_LEN);
         assert_eq!(all[0].id, 6);
         assert_eq!(all.last().unwrap().id, HISTORY_LEN as u64 + 5);
+    }
+
+    #[test]
+    fn catching_up_says_how_many_broadcasts_left_the_history() {
+        let log = EventLog::new();
+        for i in 0..HISTORY_LEN + 5 {
+            log.publish(&i.to_string());
+        }
+        let mut out = Vec::new();
+        assert_eq!(log.after(5, &mut out).lost, 0);
+        out.clear();
+        assert_eq!(log.after(2, &mut out).lost, 3);
+        assert_eq!(out[0].id, 6);
     }
 }

@@ -14,11 +14,17 @@
 //! switches its socket to blocking mode and finishes the write with the usual timeout. So the
 //! rule of the simple way still holds: only a client's own thread ever waits for that client.
 //!
-//! Either way every write to a socket happens under that client's `state` lock, so
-//! frames never interleave, and a writer never *waits* for that lock (it uses `try_lock`).
+//! Either way, once a client has joined, every write to its socket happens under that client's
+//! `state` lock, so frames never interleave, and a writer never *waits* for that lock (it uses
+//! `try_lock`).
+//!
+//! A client that falls so far behind that broadcasts it has not had leave the log
+//! ([`crate::event_log::HISTORY_LEN`]) is disconnected rather than silently skipped: its browser
+//! reconnects and sees a clean break instead of a hidden gap.
 
 use std::io::{self, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::{self, Thread};
 
@@ -38,8 +44,8 @@ pub struct Client {
 struct ClientState {
     /// Id of the last broadcast written to this client.
     cursor: u64,
-    /// The rest of a frame that a writer could write only in part.
-    pending: Vec<u8>,
+    /// A frame that a writer could write only in part, and how much of it went out.
+    pending: Option<(Arc<[u8]>, usize)>,
     /// Writers may write to this client. False once a writer handed it back to its thread, until
     /// that thread has caught up.
     writers_may_write: bool,
@@ -57,7 +63,7 @@ impl Client {
             nonblocking,
             state: Mutex::new(ClientState {
                 cursor,
-                pending: Vec::new(),
+                pending: None,
                 writers_may_write: true,
                 failed: None,
             }),
@@ -79,12 +85,18 @@ impl Client {
         if let Some(err) = state.failed.take() {
             return Err(err);
         }
-        if !state.pending.is_empty() {
-            self.write_waiting(&state.pending)?;
-            state.pending.clear();
+        if let Some((frame, written)) = state.pending.take() {
+            self.write_waiting(&frame[written..])?;
         }
         let mut news = Vec::new();
-        state.cursor = log.after(state.cursor, &mut news);
+        let catch_up = log.after(state.cursor, &mut news);
+        if catch_up.lost > 0 {
+            return Err(io::Error::other(format!(
+                "fell behind: {} broadcasts left the history before they could be written",
+                catch_up.lost
+            )));
+        }
+        state.cursor = catch_up.last_id;
         for broadcast in &news {
             self.write_waiting(&broadcast.frame)?;
         }
@@ -117,9 +129,9 @@ impl Client {
         Ok(())
     }
 
-    /// A writer's turn: write the `news` this client has not had, without ever waiting. Returns
-    /// false if the client had to be handed back to its own thread.
-    fn write_news(&self, news: &[Broadcast]) -> bool {
+    /// A writer's turn: write the `news` this client has not had, without ever waiting. Anything
+    /// that cannot be written at once is handed back to the client's own thread.
+    fn write_news(&self, news: &[Broadcast]) {
         let mut state = match self.state.try_lock() {
             Ok(state) => state,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
@@ -127,7 +139,7 @@ impl Client {
             Err(TryLockError::WouldBlock) => return self.hand_back(None),
         };
         let Some(first) = news.first() else {
-            return true;
+            return;
         };
         // Behind by more than this round's news (it was handed back earlier): its thread catches up.
         if !state.writers_may_write || state.cursor + 1 < first.id {
@@ -141,9 +153,10 @@ impl Client {
         for broadcast in &news[unsent..] {
             match out.write(&broadcast.frame) {
                 Ok(n) if n == broadcast.frame.len() => state.cursor = broadcast.id,
-                // Only part fitted in the socket's buffer: the rest goes to the client's thread.
+                // Only part fitted in the socket's buffer: the rest goes to the client's thread
+                // (the frame itself is shared, not copied).
                 Ok(n) => {
-                    state.pending = broadcast.frame[n..].to_vec();
+                    state.pending = Some((Arc::clone(&broadcast.frame), n));
                     state.cursor = broadcast.id;
                     return self.hand_back(Some(state));
                 }
@@ -156,16 +169,14 @@ impl Client {
                 }
             }
         }
-        true
     }
 
     /// Leaves the client to its own thread, and wakes that thread.
-    fn hand_back(&self, state: Option<MutexGuard<'_, ClientState>>) -> bool {
+    fn hand_back(&self, state: Option<MutexGuard<'_, ClientState>>) {
         if let Some(mut state) = state {
             state.writers_may_write = false;
         }
         self.owner.unpark();
-        false
     }
 }
 
@@ -177,6 +188,8 @@ pub struct Fanout {
     announced: Mutex<u64>,
     wakeup: Condvar,
     writers: usize,
+    /// Counts joins, to deal clients to the groups in turn.
+    joined: AtomicUsize,
 }
 
 impl Fanout {
@@ -188,6 +201,7 @@ impl Fanout {
             announced: Mutex::new(0),
             wakeup: Condvar::new(),
             writers,
+            joined: AtomicUsize::new(0),
         }
     }
 
@@ -202,9 +216,9 @@ impl Fanout {
     }
 
     /// Adds a client; it receives broadcasts until the returned [`Membership`] is dropped.
-    /// `conn_id` spreads clients evenly over the writers.
-    pub fn join(&self, client: Arc<Client>, conn_id: u64) -> Membership<'_> {
-        let group = conn_id as usize % self.groups.len();
+    /// Clients are dealt to the writers in turn, so each writer gets its share.
+    pub fn join(&self, client: Arc<Client>) -> Membership<'_> {
+        let group = self.joined.fetch_add(1, Ordering::Relaxed) % self.groups.len();
         self.group(group).push(Arc::clone(&client));
         Membership {
             fanout: self,
@@ -243,7 +257,9 @@ impl Fanout {
                 }
             }
             news.clear();
-            cursor = log.after(cursor, &mut news);
+            // If this writer fell behind the history, its clients did too: `write_news` hands
+            // them back to their threads, which see the loss.
+            cursor = log.after(cursor, &mut news).last_id;
             // A copy of the list, so that clients can join and leave while we write.
             let clients: Vec<Arc<Client>> = self.group(index).clone();
             for client in &clients {
@@ -266,5 +282,39 @@ impl Drop for Membership<'_> {
         if let Some(i) = group.iter().position(|c| Arc::ptr_eq(c, &self.client)) {
             group.swap_remove(i);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A connected socket to build clients on.
+    fn socket() -> Arc<TcpStream> {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        Arc::new(stream)
+    }
+
+    #[test]
+    fn clients_are_dealt_to_the_writers_in_turn() {
+        let fanout = Fanout::new(2);
+        let memberships: Vec<_> = (0..6)
+            .map(|_| fanout.join(Arc::new(Client::new(socket(), 0, true))))
+            .collect();
+        assert_eq!(fanout.group(0).len(), 3);
+        assert_eq!(fanout.group(1).len(), 3);
+        drop(memberships);
+        assert!(fanout.group(0).is_empty() && fanout.group(1).is_empty());
+    }
+
+    #[test]
+    fn the_simple_way_keeps_every_client_in_one_group() {
+        let fanout = Fanout::new(0);
+        assert!(!fanout.uses_writers());
+        let _a = fanout.join(Arc::new(Client::new(socket(), 0, false)));
+        let _b = fanout.join(Arc::new(Client::new(socket(), 0, false)));
+        assert_eq!(fanout.group(0).len(), 2);
     }
 }

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use crate::timestamp;
 
-/// Largest request head (request line + headers + blank line) we accept: 8 KiB, the contract's
-/// limit and a common server default. Beyond it: 431 Request Header Fields Too Large.
+/// Largest request head we accept, counting the request line and the header lines with their line
+/// ends (not the blank line after them): 8 KiB, the contract's limit and a common server default.
+/// Beyond it: 431 Request Header Fields Too Large.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Most header lines in one request (Node's `server.maxHeadersCount` is 2000; 100 is plenty for
 /// a browser). Beyond it: 431.
@@ -159,8 +160,8 @@ pub fn read_request(stream: &TcpStream, deadline: Instant) -> Result<Request, He
     // Where the search for the blank line resumes: only new bytes (and the 3 before them) need looking at.
     let mut scanned = 0;
     loop {
-        if let Some(end) = find_head_end(&buf, scanned) {
-            if end > MAX_HEAD_BYTES {
+        if let Some((head_len, end)) = find_head_end(&buf, scanned) {
+            if head_len > MAX_HEAD_BYTES {
                 return Err(HeadError::HeadTooLarge);
             }
             let body_start = buf.split_off(end);
@@ -168,7 +169,8 @@ pub fn read_request(stream: &TcpStream, deadline: Instant) -> Result<Request, He
             request.body_start = body_start;
             return Ok(request);
         }
-        if buf.len() >= MAX_HEAD_BYTES {
+        // No blank line yet, and more than the limit plus one (at most 2-byte) blank line read.
+        if buf.len() > MAX_HEAD_BYTES + 2 {
             return Err(HeadError::HeadTooLarge);
         }
         scanned = buf.len().saturating_sub(3);
@@ -180,17 +182,18 @@ pub fn read_request(stream: &TcpStream, deadline: Instant) -> Result<Request, He
     }
 }
 
-/// The index just past the blank line that ends a head: `\r\n\r\n`, or `\n\n` from clients that
-/// use bare LF (RFC 9112 §2.2 lets a server accept those).
-fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+/// Finds the blank line that ends a head: `\r\n\r\n`, or `\n\n` from clients that use bare LF
+/// (RFC 9112 §2.2 lets a server accept those). Returns the length of the request line and headers
+/// (up to the blank line) and the index just past the blank line.
+fn find_head_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut i = from;
     while i < buf.len() {
         if buf[i] == b'\n' {
             if buf.get(i + 1) == Some(&b'\n') {
-                return Some(i + 2);
+                return Some((i + 1, i + 2));
             }
             if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
+                return Some((i + 1, i + 3));
             }
         }
         i += 1;
@@ -257,7 +260,9 @@ fn parse_request_line(line: &[u8]) -> Result<(String, String, Version), HeadErro
     if !is_token(method) {
         return Err(BAD);
     }
-    // Origin-form only: a path starting with `/`, printable ASCII, no spaces or controls.
+    // Origin-form only: a path starting with `/`, printable ASCII, no spaces or controls. (RFC 9112
+    // §3.2.2 asks servers to accept the absolute form `http://host/path` too; only proxies send
+    // it, and this server is no proxy, so it is refused here to keep the parser small.)
     if !target.starts_with('/') || !target.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(HeadError::Malformed(
             "request target must be a path starting with /",
@@ -320,9 +325,19 @@ pub fn read_body(
     if request.header("transfer-encoding").is_some() {
         return Err(HeadError::TransferEncoding);
     }
-    let length = match request.header("content-length") {
+    // Content-Length is digits only (RFC 9112 §6.3: no sign, no spaces). Two that disagree
+    // leave the body's end in doubt, which attackers use to smuggle a second request: 400.
+    let mut lengths = request
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .map(|(_, value)| value.as_str());
+    let length = match lengths.next() {
         None => 0,
         Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+            if lengths.any(|other| other != v) {
+                return Err(HeadError::Malformed("two different Content-Length headers"));
+            }
             v.parse::<usize>().unwrap_or(usize::MAX)
         }
         Some(_) => return Err(HeadError::Malformed("Content-Length is not a number")),
@@ -331,6 +346,8 @@ pub fn read_body(
         return Err(HeadError::BodyTooLarge);
     }
     let mut body = std::mem::take(&mut request.body_start);
+    // Only HTTP/1.1 clients know interim responses; an HTTP/1.0 client never waits for one
+    // (RFC 9110 §10.1.1).
     if body.len() < length
         && request.version == Version::Http11
         && request
@@ -541,8 +558,11 @@ mod tests {
 
     #[test]
     fn head_end_is_found_with_crlf_or_bare_lf() {
-        assert_eq!(find_head_end(b"GET / HTTP/1.0\r\n\r\nbody", 0), Some(18));
-        assert_eq!(find_head_end(b"GET / HTTP/1.0\n\nbody", 0), Some(16));
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.0\r\n\r\nbody", 0),
+            Some((16, 18))
+        );
+        assert_eq!(find_head_end(b"GET / HTTP/1.0\n\nbody", 0), Some((15, 16)));
         assert_eq!(find_head_end(b"GET / HTTP/1.0\r\nHost: x\r\n", 0), None);
     }
 

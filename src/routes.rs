@@ -8,6 +8,7 @@
 //!
 //! Every connection carries one request; each thread runs [`handle_connection`] and ends with it.
 
+use std::convert::Infallible;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,31 +28,42 @@ pub const PAGE: &str = include_str!("../index.html");
 /// How long a client told "503, too many clients" should wait before trying again, in seconds.
 pub const RETRY_AFTER_SECS: u32 = 5;
 
-/// The headers of an event stream, after the status line and `Date` (see [`event_stream_head`]).
+/// The headers of an event stream after its `Content-Type` (see [`event_stream_head`]).
 ///
-/// - `Content-Type: text/event-stream`: the one type `EventSource` accepts.
-/// - `Cache-Control: no-cache`: a stream is never the same twice; no cache may store or replay it.
-/// - `Connection: keep-alive`: do not close after this response; the stream runs until the
-///   connection closes. HTTP/1.1 only: HTTP/2 forbids this header, and a proxy in front drops it.
+/// - `Cache-Control: no-cache`: a cache may not answer from a stored copy without asking the
+///   server first (RFC 9111 §5.2.2.4), so every client gets the live stream, never a replay.
+/// - `Connection: keep-alive`: an HTTP/1.1 connection stays open by default anyway, and a body
+///   without a length can only end when the connection closes; the header says "this connection
+///   stays" to HTTP/1.0 clients and proxies, as the Node examples do. HTTP/2 forbids
+///   connection-specific headers, so a proxy speaking HTTP/2 drops it.
 /// - `X-Accel-Buffering: no`: asks nginx-style proxies to pass each frame on at once instead of
 ///   collecting a buffer-full first.
 ///
 /// No `Content-Length` and no chunked encoding: the body simply ends when the connection closes.
-pub const EVENT_STREAM_HEADERS: &str = "Content-Type: text/event-stream\r\n\
-    Cache-Control: no-cache\r\n\
+pub const EVENT_STREAM_HEADERS: &str = "Cache-Control: no-cache\r\n\
     Connection: keep-alive\r\n\
     X-Accel-Buffering: no\r\n";
 
 /// The response head of an event stream: Node's
-/// `res.writeHead(200, { 'Content-Type': 'text/event-stream', ... })`. `Date` is required of a
-/// server with a clock (RFC 9110 §6.6.1), and Node adds it by default.
+/// `res.writeHead(200, { 'Content-Type': 'text/event-stream', ... })`. The status must be 200 and
+/// the type `text/event-stream` ([`sse::CONTENT_TYPE`]), or `EventSource` gives up for good.
+/// `Date` is required of a server with a clock (RFC 9110 §6.6.1), and Node adds it by default.
 pub fn event_stream_head() -> String {
     let date = timestamp::http_date_now();
-    format!("HTTP/1.1 200 OK\r\nDate: {date}\r\n{EVENT_STREAM_HEADERS}\r\n")
+    let content_type = sse::CONTENT_TYPE;
+    format!(
+        "HTTP/1.1 200 OK\r\nDate: {date}\r\nContent-Type: {content_type}\r\n{EVENT_STREAM_HEADERS}\r\n"
+    )
+}
+
+/// 503 with `Retry-After`: the answer when no more clients (or threads) can be taken.
+pub fn service_unavailable(why: &str) -> Response {
+    Response::text(Status::SERVICE_UNAVAILABLE, why)
+        .with_header("Retry-After", RETRY_AFTER_SECS.to_string())
 }
 
 /// Reads one request from a new connection and answers it.
-pub fn handle_connection(stream: &Arc<TcpStream>, peer: SocketAddr, conn_id: u64, shared: &Shared) {
+pub fn handle_connection(stream: &Arc<TcpStream>, peer: SocketAddr, shared: &Shared) {
     // Every write may block for at most this long: a client that stops reading is dropped
     // instead of holding its thread forever.
     let _ = stream.set_write_timeout(Some(shared.config.write_timeout));
@@ -68,7 +80,7 @@ pub fn handle_connection(stream: &Arc<TcpStream>, peer: SocketAddr, conn_id: u64
     };
     let response = match (request.path(), request.method.as_str()) {
         ("/", "GET" | "HEAD") => serve_page(),
-        ("/events", "GET") => return stream_events(stream, peer, conn_id, &request, shared),
+        ("/events", "GET") => return stream_events(stream, peer, &request, shared),
         ("/send", "GET" | "POST") => match send_message(stream, &mut request, deadline, shared) {
             Ok(response) => response,
             Err(err) => return answer_error(stream, peer, &request.target, &err),
@@ -105,7 +117,6 @@ fn method_not_allowed(allow: &str) -> Response {
 pub fn stream_events(
     stream: &Arc<TcpStream>,
     peer: SocketAddr,
-    conn_id: u64,
     request: &Request,
     shared: &Shared,
 ) {
@@ -114,11 +125,7 @@ pub fn stream_events(
     let Some((slot, clients)) = ClientSlot::claim(&shared.clients, shared.config.max_clients)
     else {
         // A browser gives up on a non-200 answer for good; the page itself retries later.
-        let busy = Response::text(
-            Status::SERVICE_UNAVAILABLE,
-            "too many clients, try again later",
-        )
-        .with_header("Retry-After", RETRY_AFTER_SECS.to_string());
+        let busy = service_unavailable("too many clients, try again later");
         return respond(stream, peer, request, &busy);
     };
     // A reconnecting browser sends the id of the last event it saw. Anything but a plain decimal
@@ -130,10 +137,10 @@ pub fn stream_events(
     let (missed, cursor) = shared.log.start(last_event_id);
     eprintln!("{peer} connected to /events ({clients} clients)");
 
-    let err = write_stream(stream, conn_id, missed, cursor, shared);
-
-    // The first write after the client closed usually succeeds (the kernel accepts the bytes;
-    // the client's kernel answers them with a reset); the write after that fails.
+    // The stream only ever ends with an error: the client is gone, or too slow. A client that
+    // closed is usually noticed by the second write after it left: the first is accepted by our
+    // kernel, and the client's kernel answers it with a reset.
+    let Err(err) = write_stream(stream, missed, cursor, shared);
     let why = match err.kind() {
         io::ErrorKind::BrokenPipe => "closed".to_string(),
         io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => "reset".to_string(),
@@ -146,72 +153,77 @@ pub fn stream_events(
 }
 
 /// Writes the stream: head, `retry`, missed broadcasts, then ticks and broadcasts until a write
-/// fails. Returns that failure, the only way the loop ends.
+/// fails. That failure is the only way out, hence `Infallible` for the `Ok` side.
 fn write_stream(
     stream: &Arc<TcpStream>,
-    conn_id: u64,
     missed: Vec<Broadcast>,
     cursor: u64,
     shared: &Shared,
-) -> io::Error {
-    let result = (|| -> io::Result<()> {
-        let mut out = &**stream;
-        // Head and first frame in one write: Node's `res.writeHead(...)` + `res.flushHeaders()`.
-        // The client sees the 200 and fires `open` right away, not at the first tick.
-        let mut first = event_stream_head().into_bytes();
-        first.extend_from_slice(&sse::retry_frame(sse::RETRY_MS));
-        out.write_all(&first)?;
-        // Replay what a reconnecting client missed, oldest first.
-        for broadcast in &missed {
-            out.write_all(&broadcast.frame)?;
-        }
-        drop(missed);
+) -> io::Result<Infallible> {
+    let mut out = &**stream;
+    // Head and first frame in one write: Node's `res.writeHead(...)` + `res.flushHeaders()`.
+    // The client sees the 200 and fires `open` right away, not at the first tick.
+    let mut first = event_stream_head().into_bytes();
+    first.extend_from_slice(&sse::retry_frame(sse::RETRY_MS));
+    out.write_all(&first)?;
+    // Replay what a reconnecting client missed, oldest first.
+    for broadcast in &missed {
+        out.write_all(&broadcast.frame)?;
+    }
+    drop(missed);
 
-        // From here on, broadcasts reach this client through the fan-out (see fanout.rs): this
-        // thread is woken to write them itself, or the writer threads write them for it.
-        let fast = shared.fanout.uses_writers();
-        if fast {
-            // Writers must never wait on a socket, so it becomes non-blocking before they see it.
-            stream.set_nonblocking(true)?;
-        }
-        let client = Arc::new(Client::new(Arc::clone(stream), cursor, fast));
-        let _membership = shared.fanout.join(Arc::clone(&client), conn_id);
+    // From here on, broadcasts reach this client through the fan-out (see fanout.rs): this
+    // thread is woken to write them itself, or the writer threads write them for it.
+    let fast = shared.fanout.uses_writers();
+    if fast {
+        // Writers must never wait on a socket, so it becomes non-blocking before they see it.
+        stream.set_nonblocking(true)?;
+    }
+    let client = Arc::new(Client::new(Arc::clone(stream), cursor, fast));
+    let _membership = shared.fanout.join(Arc::clone(&client));
 
-        // Node's `setInterval(tick, interval)`: the first tick one interval after connecting.
-        let mut next_tick = tick_after(Instant::now(), shared);
-        loop {
-            // Whatever woke us (a broadcast, a writer handing the client back, the timer), catch
-            // up: write what this client has not had yet, and the tick if it is time.
-            let tick = (Instant::now() >= next_tick).then(|| sse::tick_frame(&timestamp::now()));
-            client.catch_up(&shared.log, tick.as_deref())?;
-            if tick.is_some() {
-                // One interval on, on the schedule (so waking a little late does not add up).
-                // After a write that blocked for longer than that, one interval from now rather
-                // than a burst of late ticks.
-                next_tick = tick_after(next_tick, shared);
-                if next_tick <= Instant::now() {
-                    next_tick = tick_after(Instant::now(), shared);
-                }
+    // Node's `setInterval(tick, interval)`: the first tick one interval after connecting, then one
+    // every interval. `due` keeps the exact schedule; the thread wakes at `due` rounded up to the
+    // tick grid.
+    let interval = shared.config.interval;
+    let mut due = Instant::now() + interval;
+    loop {
+        // Whatever woke us (a broadcast, a writer handing the client back, the timer), catch up:
+        // write what this client has not had yet, and the tick if it is time.
+        let now = Instant::now();
+        let tick = (now >= wake_time(due, shared)).then(|| sse::tick_frame(&timestamp::now()));
+        client.catch_up(&shared.log, tick.as_deref())?;
+        if tick.is_some() {
+            due += interval;
+            // After a write that blocked for longer than an interval: one interval from now,
+            // rather than a burst of late ticks.
+            if due <= now {
+                due = now + interval;
             }
-            // Sleep until the next tick, or until `unpark` (fanout.rs) wakes us early.
-            thread::park_timeout(next_tick.saturating_duration_since(Instant::now()));
         }
-    })();
-    result.expect_err("the stream loop only ends with an error")
+        // Sleep until the next tick, or until `unpark` (fanout.rs) wakes us early.
+        thread::park_timeout(wake_time(due, shared).saturating_duration_since(Instant::now()));
+    }
 }
 
-/// Ticks fall on a grid of this step, counted from the server's start. At 10,000 clients a thread
-/// wakes up 10,000 times a second for ticks; on the grid they wake in batches, which the kernel
+/// Ticks fall on a grid of this step, counted from the server's start. At 10,000 clients threads
+/// wake up 10,000 times a second for ticks; on the grid they wake in batches, which the kernel
 /// handles more cheaply than scattered timers (measured: about a third less CPU at 10,000
-/// clients, see README "Performance"). A tick is late by less than this step.
+/// clients, see README "Performance"). Each tick is late by less than this step; the schedule
+/// itself does not drift.
 pub const TICK_GRID: Duration = Duration::from_millis(10);
 
-/// The first tick time at least one interval after `from`, rounded up to the [`TICK_GRID`].
-fn tick_after(from: Instant, shared: &Shared) -> Instant {
-    let due = from + shared.config.interval - shared.started;
+/// When to wake for a tick due at `due`: rounded up to the [`TICK_GRID`], for intervals of at
+/// least ten grid steps. Shorter intervals (demos, tests) tick exactly on time.
+fn wake_time(due: Instant, shared: &Shared) -> Instant {
+    if shared.config.interval < TICK_GRID * 10 {
+        return due;
+    }
+    let since_start = due.saturating_duration_since(shared.started).as_nanos();
     let step = TICK_GRID.as_nanos();
-    let rounded = due.as_nanos().div_ceil(step) * step;
-    shared.started + Duration::from_nanos(rounded as u64)
+    let rounded = since_start.div_ceil(step) * step;
+    let rounded = Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX));
+    shared.started.checked_add(rounded).unwrap_or(due)
 }
 
 /// One place in the count of open streams; dropping it gives the place back.

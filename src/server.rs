@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::event_log::EventLog;
 use crate::fanout::Fanout;
-use crate::http::{Response, Status};
 use crate::routes;
 
 /// Stack size of each connection thread. Rust's default is 2 MiB of address space; a connection
@@ -46,7 +45,7 @@ pub struct Shared {
     pub clients: AtomicUsize,
     /// Connection threads alive, streams or not.
     connections: AtomicUsize,
-    /// Numbers connections for thread names and wake-up groups.
+    /// Numbers connections, for thread names.
     next_conn_id: AtomicU64,
 }
 
@@ -167,7 +166,7 @@ impl Server {
             .name(format!("conn-{conn_id}"))
             .stack_size(THREAD_STACK_BYTES)
             .spawn(move || {
-                routes::handle_connection(&for_thread, peer, conn_id, &guard.shared);
+                routes::handle_connection(&for_thread, peer, &guard.shared);
             });
         // `Builder::spawn` returns an error (where `thread::spawn` would panic) when the system
         // has no thread left to give.
@@ -214,8 +213,7 @@ pub fn capacity_warnings(config: &Config) -> Vec<String> {
 /// loop never waits on this client; a short response fits in the socket's send buffer.
 fn turn_away(stream: &TcpStream, peer: SocketAddr, why: &str) {
     eprintln!("{peer}: 503 Service Unavailable: {why}");
-    let busy = Response::text(Status::SERVICE_UNAVAILABLE, "server busy, try again later")
-        .with_header("Retry-After", routes::RETRY_AFTER_SECS.to_string());
+    let busy = routes::service_unavailable("server busy, try again later");
     let _ = stream.set_nonblocking(true);
     let _ = (&*stream).write_all(&busy.to_bytes(true));
 }

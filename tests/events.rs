@@ -90,6 +90,33 @@ fn ticks_come_every_interval_as_tick_events_with_an_rfc3339_utc_time() {
     assert_eq!(events.reconnection_time, Some(3000));
 }
 
+/// Milliseconds since midnight of an RFC 3339 time (`...T16:39:35.001Z`).
+fn millis_of_day(time: &str) -> i64 {
+    let clock = &time[11..23]; // HH:MM:SS.mmm
+    let part = |range: std::ops::Range<usize>| clock[range].parse::<i64>().unwrap();
+    ((part(0..2) * 60 + part(3..5)) * 60 + part(6..8)) * 1000 + part(9..12)
+}
+
+#[test]
+fn ticks_keep_the_interval_on_average() {
+    // 15 ms ticks exactly on time; 105 ms uses the 10 ms wake-up grid, and is no multiple of it.
+    for (interval_ms, count) in [(15, 30), (105, 8)] {
+        let server = TestServer::with_interval(interval_ms);
+        let mut events = EventStream::open(server.addr, &[]);
+        let times: Vec<i64> = (0..count)
+            .map(|_| millis_of_day(&events.next_event(PROMPTLY).expect("a tick").data))
+            .collect();
+        let span = (times[count - 1] - times[0]).rem_euclid(86_400_000);
+        let average = span as f64 / (count - 1) as f64;
+        let interval = interval_ms as f64;
+        // The server's own timestamps: on average one interval apart, give or take a little.
+        assert!(
+            (0.9 * interval..=1.25 * interval).contains(&average),
+            "ticks every {average:.1} ms on average, asked for {interval_ms}"
+        );
+    }
+}
+
 #[test]
 fn tick_frames_are_exactly_event_and_data_with_no_id_line() {
     let server = TestServer::with_interval(30);
@@ -313,13 +340,13 @@ fn without_last_event_id_the_stream_starts_live() {
 }
 
 #[test]
-fn closed_client_leaves_the_count_after_the_next_tick() {
+fn closed_client_is_noticed_by_a_failing_tick_and_leaves_the_count() {
     for writers in FANOUT_MODES {
-        closed_client_leaves_the_count_after_the_next_tick_with(writers);
+        closed_client_is_noticed_by_a_failing_tick_and_leaves_the_count_with(writers);
     }
 }
 
-fn closed_client_leaves_the_count_after_the_next_tick_with(writers: usize) {
+fn closed_client_is_noticed_by_a_failing_tick_and_leaves_the_count_with(writers: usize) {
     let server = server_with_writers(writers, 20);
     let events = EventStream::open(server.addr, &[]);
     server.wait_for_clients(1, PROMPTLY);
@@ -366,33 +393,89 @@ fn client_that_stops_reading_does_not_delay_others() {
     }
 }
 
+/// Broadcasts big enough to fill any socket buffer between us and a client many times over.
+fn flood(server: &TestServer, messages: u64, size: usize) {
+    let big = "x".repeat(size);
+    for _ in 0..messages {
+        server.shared.broadcast(&big);
+    }
+}
+
 fn client_that_stops_reading_does_not_delay_others_with(writers: usize) {
+    // A write timeout far longer than the test: anything that waited for the stuck client
+    // would make the reader miss its deadlines.
     let server = TestServer::start(|c| {
         c.broadcast_writers = writers;
         c.interval = Duration::from_millis(NO_TICK_MS);
-        c.write_timeout = Duration::from_millis(300);
+        c.write_timeout = Duration::from_secs(600);
     });
     // This client never reads: once the kernel buffers between us fill up, writes to it block.
     let _stuck = EventStream::open(server.addr, &[]);
     let mut reader = EventStream::open(server.addr, &[]);
     server.wait_for_clients(2, PROMPTLY);
 
-    // Enough data to fill any socket buffer many times over.
     const MESSAGES: u64 = 300;
-    let big = "x".repeat(60 * 1024);
     let reading = thread::spawn(move || {
         (1..=MESSAGES)
             .map(|_| reader.next_message(PROMPTLY).map(|e| e.last_event_id))
             .collect::<Vec<_>>()
     });
+    // Through /send, so that its answers must come promptly too (the client has a timeout).
+    let big = "x".repeat(60 * 1024);
     for _ in 0..MESSAGES {
         server.send(&big);
     }
     let ids = reading.join().unwrap();
     let expected: Vec<_> = (1..=MESSAGES).map(|i| Some(i.to_string())).collect();
     assert_eq!(ids, expected, "the reading client got every broadcast");
-    // And the stuck one is dropped once a write has blocked for the write timeout.
-    server.wait_for_clients(1, PROMPTLY);
+    assert_eq!(
+        server.clients(),
+        2,
+        "the stuck client is still there, blocking nobody"
+    );
+}
+
+#[test]
+fn client_that_stops_reading_is_dropped_once_a_write_blocked_for_the_write_timeout() {
+    for writers in FANOUT_MODES {
+        let server = TestServer::start(|c| {
+            c.broadcast_writers = writers;
+            c.interval = Duration::from_millis(NO_TICK_MS);
+            c.write_timeout = Duration::from_millis(300);
+        });
+        let _stuck = EventStream::open(server.addr, &[]);
+        server.wait_for_clients(1, PROMPTLY);
+        flood(&server, 300, 60 * 1024);
+        server.wait_for_clients(0, PROMPTLY);
+    }
+}
+
+#[test]
+fn client_that_falls_more_than_the_history_behind_is_disconnected_not_skipped() {
+    for writers in FANOUT_MODES {
+        let server = TestServer::start(|c| {
+            c.broadcast_writers = writers;
+            c.interval = Duration::from_millis(NO_TICK_MS);
+            c.write_timeout = Duration::from_secs(600);
+        });
+        let mut slow = EventStream::open(server.addr, &[]);
+        server.wait_for_clients(1, PROMPTLY);
+        // Not reading while 2000 broadcasts of 32 KiB go out: far more than the socket buffers
+        // hold, so more than the 1000 kept in history pass this client by.
+        const MESSAGES: u64 = 2000;
+        flood(&server, MESSAGES, 32 * 1024);
+        // It gets an unbroken run of ids from 1, then the stream ends: never a gap.
+        let mut expected = 1;
+        while let Some(event) = slow.next_message(PROMPTLY) {
+            assert_eq!(event.last_event_id, expected.to_string(), "no gap");
+            expected += 1;
+        }
+        assert!(
+            expected <= MESSAGES,
+            "disconnected before the end (got {expected})"
+        );
+        server.wait_for_clients(0, PROMPTLY);
+    }
 }
 
 #[test]

@@ -37,7 +37,7 @@ fn post_form_body_message_is_percent_decoded_with_plus_as_space() {
 }
 
 #[test]
-fn form_body_sent_by_ureq_send_form_is_understood() {
+fn form_body_encoded_like_a_browser_form_is_understood() {
     let server = server();
     let mut events = EventStream::open(server.addr, &[]);
     let response = agent()
@@ -125,8 +125,16 @@ fn send_with_a_message_that_is_not_utf8_is_400() {
 #[test]
 fn rejected_sends_broadcast_nothing_and_use_no_id() {
     let server = server();
+    let mut events = EventStream::open(server.addr, &[]);
     common::get(&server.url("/send?message="));
+    post(&server.url("/send"), "text/plain", "");
+    assert_eq!(
+        events.next_event(Duration::from_millis(200)),
+        None,
+        "nothing was broadcast"
+    );
     assert_eq!(server.send("counted"), 1);
+    assert_eq!(events.next_event(PROMPTLY).unwrap().last_event_id, "1");
 }
 
 #[test]
@@ -182,6 +190,15 @@ fn chunked_body_is_501_since_only_content_length_is_read() {
         b"POST /send HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
     );
     assert_eq!(status_of(&raw), 501, "{raw}");
+}
+
+#[test]
+fn two_different_content_lengths_are_400() {
+    let server = server();
+    let raw = server.raw(
+        b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nhey",
+    );
+    assert_eq!(status_of(&raw), 400, "{raw}");
 }
 
 #[test]

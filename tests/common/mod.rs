@@ -246,10 +246,18 @@ impl EventStream {
 
     /// The next complete line (without its line end), or None if none is complete yet.
     fn take_line(&mut self) -> Option<String> {
-        if self.after_cr && self.unread.first() == Some(&b'\n') {
-            self.unread.remove(0);
+        // An LF right after a CR that ended the previous line belongs to that line end, even
+        // if it arrives in a later read.
+        if self.after_cr {
+            match self.unread.first() {
+                None => return None,
+                Some(b'\n') => {
+                    self.unread.remove(0);
+                }
+                Some(_) => {}
+            }
+            self.after_cr = false;
         }
-        self.after_cr = false;
         let end = self.unread.iter().position(|&b| b == b'\n' || b == b'\r')?;
         let line = String::from_utf8(self.unread[..end].to_vec()).expect("the stream is UTF-8");
         self.after_cr = self.unread[end] == b'\r';
