@@ -261,12 +261,15 @@ pub fn send_message(
     deadline: Instant,
     shared: &Shared,
 ) -> Result<Response, HeadError> {
+    // GET changes state here, which HTTP frowns on (GET is meant to be "safe": a link prefetcher
+    // may follow it). It is kept because the contract asks for it: a broadcast from the address bar.
     let message = if request.method == "GET" {
         request
             .query()
             .and_then(|query| urlencoded::find(query.as_bytes(), "message"))
     } else {
         let body = http::read_body(stream, request, deadline)?;
+        // The media type without parameters (`; charset=...`), compared without case.
         let is_form = request.header("content-type").is_some_and(|ct| {
             let essence = ct.split(';').next().unwrap_or_default().trim();
             essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")

@@ -7,6 +7,8 @@
 /// The value of the first pair named `name`, decoded to bytes (which may not be UTF-8: the caller
 /// decides what to do with those). `None` if there is no such pair.
 pub fn find(encoded: &[u8], name: &str) -> Option<Vec<u8>> {
+    // As the WHATWG parser does: empty pairs (`a=1&&b=2`) are skipped, a pair without `=` has an
+    // empty value, and names are decoded too (`mess%61ge` is `message`).
     encoded
         .split(|&b| b == b'&')
         .filter(|pair| !pair.is_empty())

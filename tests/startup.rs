@@ -92,6 +92,57 @@ fn host_from_the_environment_is_where_it_listens() {
     assert_eq!(get(&server.url).0, 200);
 }
 
+/// The address part of a `http://HOST:PORT/` url.
+fn addr_of(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// Threads of a running process, from `/proc`.
+fn threads_of(child: &Child) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .map(|tasks| tasks.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn max_clients_from_the_environment_caps_the_streams() {
+    let mut command = server_command();
+    command.env("MAX_CLIENTS", "1");
+    let server = start(command);
+    let addr = addr_of(&server.url).parse().unwrap();
+    let first = common::EventStream::open(addr, &[]);
+    assert_eq!(first.status(), 200);
+    let second = common::EventStream::open(addr, &[]);
+    assert_eq!(second.status(), 503);
+}
+
+#[test]
+fn a_closed_stream_s_thread_ends() {
+    let mut command = server_command();
+    command.env("INTERVAL_MS", "20");
+    let server = start(command);
+    let addr = addr_of(&server.url).parse().unwrap();
+    let idle = threads_of(&server.child);
+    let events = common::EventStream::open(addr, &[]);
+    assert_eq!(events.status(), 200);
+    assert_eq!(
+        threads_of(&server.child),
+        idle + 1,
+        "one thread for the stream"
+    );
+    drop(events);
+    let deadline = std::time::Instant::now() + PROMPTLY;
+    while threads_of(&server.child) > idle {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream's thread ended"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn help_lists_every_flag_and_exits_0() {
     let output = Command::new(BIN).arg("--help").output().unwrap();
@@ -125,11 +176,7 @@ fn accept_failing_for_lack_of_file_descriptors_is_survived() {
         .env("PORT", "0")
         .env("INTERVAL_MS", "60000");
     let mut server = start(command);
-    let addr = server
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let addr = addr_of(&server.url);
     let held: Vec<TcpStream> = (0..40)
         .filter_map(|_| TcpStream::connect(&addr).ok())
         .collect();
