@@ -29,7 +29,8 @@ pub const MAX_BROADCAST_WRITERS: usize = 64;
 pub fn default_broadcast_writers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
-/// A client must send its whole request head within this time, or it gets 408 (contract: 10 s).
+/// A client must send its whole request (head, and body if any) within this time, or it gets 408
+/// (contract: 10 s for the head).
 pub const DEFAULT_HEAD_TIMEOUT_MS: u64 = 10_000;
 
 /// The text `--help` prints.
@@ -64,7 +65,7 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Threads that write broadcasts to the sockets (0: each connection thread does).
     pub broadcast_writers: usize,
-    /// How long a client may take to send its request head (not a flag: tests shorten it).
+    /// How long a client may take to send its whole request (not a flag: tests shorten it).
     pub head_timeout: Duration,
 }
 
@@ -116,13 +117,10 @@ impl Config {
         I: IntoIterator<Item = String>,
         E: Fn(&str) -> Option<String>,
     {
+        // Flags first: `--help` anywhere wins, and a setting given as a flag is taken from it
+        // even if its environment variable holds nonsense.
         let mut config = Config::default();
-        // Environment first, so that flags read afterwards overwrite it.
-        for setting in Setting::ALL {
-            if let Some(value) = env(setting.env) {
-                setting.apply(&mut config, &value, setting.env)?;
-            }
-        }
+        let mut from_flags: Vec<&str> = Vec::new();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             if arg == "-h" || arg == "--help" {
@@ -144,6 +142,17 @@ impl Config {
                     .ok_or_else(|| ConfigError(format!("{flag} needs a value")))?,
             };
             setting.apply(&mut config, &value, setting.flag)?;
+            from_flags.push(setting.flag);
+        }
+        // Then the environment, for what no flag set. An empty variable counts as unset, like
+        // Node's `process.env.PORT || 3000`.
+        for setting in Setting::ALL
+            .iter()
+            .filter(|s| !from_flags.contains(&s.flag))
+        {
+            if let Some(value) = env(setting.env).filter(|v| !v.trim().is_empty()) {
+                setting.apply(&mut config, &value, setting.env)?;
+            }
         }
         Ok(Command::Run(config))
     }
@@ -182,7 +191,13 @@ impl Setting {
         Setting {
             flag: "--max-clients",
             env: "MAX_CLIENTS",
-            store: |c, v| number(v).map(|n| c.max_clients = n),
+            store: |c, v| match number(v)? {
+                0 => Err("must be at least 1".to_string()),
+                n => {
+                    c.max_clients = n;
+                    Ok(())
+                }
+            },
         },
         Setting {
             flag: "--write-timeout-ms",
@@ -299,6 +314,17 @@ mod tests {
     }
 
     #[test]
+    fn a_flag_wins_even_over_an_unreadable_environment_variable() {
+        assert_eq!(run(&["--port", "0"], &[("PORT", "abc")]).port, 0);
+        assert_eq!(parse(&["--help"], &[("PORT", "abc")]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn an_empty_environment_variable_counts_as_unset() {
+        assert_eq!(run(&[], &[("PORT", ""), ("HOST", " ")]), run(&[], &[]));
+    }
+
+    #[test]
     fn help_flag_asks_for_the_usage_text() {
         assert_eq!(parse(&["--help"], &[]), Ok(Command::Help));
         assert_eq!(parse(&["--port", "1", "-h"], &[]), Ok(Command::Help));
@@ -321,8 +347,9 @@ mod tests {
         assert!(parse(&["--interval-ms", "18446744073709551615"], &[]).is_err());
         assert!(parse(&["--write-timeout-ms", "86400001"], &[]).is_err());
         assert!(parse(&["--broadcast-writers", "65"], &[]).is_err());
+        assert!(parse(&["--max-clients", "0"], &[]).is_err());
         assert!(parse(&["--bogus"], &[]).is_err());
         assert!(parse(&[], &[("PORT", "http")]).is_err());
-        assert!(parse(&[], &[("HOST", "")]).is_err());
+        assert!(parse(&["--host", ""], &[]).is_err());
     }
 }

@@ -214,6 +214,12 @@ fn is_token(s: &str) -> bool {
 /// [`HeadError::Malformed`] with the rule that was broken, [`HeadError::HeadTooLarge`] for too many
 /// headers, [`HeadError::UnsupportedVersion`] for a version other than 1.0 or 1.1.
 pub fn parse_head(head: &[u8]) -> Result<Request, HeadError> {
+    // One empty line before the request line is ignored, as RFC 9112 §2.2 recommends: some old
+    // clients send a stray CRLF after a previous request's body.
+    let head = head
+        .strip_prefix(b"\r\n")
+        .or_else(|| head.strip_prefix(b"\n"))
+        .unwrap_or(head);
     // Lines end in CRLF; a bare LF is accepted too. A CR anywhere else is an attack on parsers
     // that disagree about line ends (request smuggling), so it is refused (RFC 9112 §2.2).
     let mut lines = head
@@ -232,11 +238,19 @@ pub fn parse_head(head: &[u8]) -> Result<Request, HeadError> {
         }
         headers.push(parse_header_line(line)?);
     }
-    // HTTP/1.1 requires Host, so that one address can serve many sites (RFC 9112 §3.2).
-    if version == Version::Http11 && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+    // HTTP/1.1 requires exactly one Host, so that one address can serve many sites (RFC 9112
+    // §3.2); two would leave the site in doubt.
+    let hosts = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .count();
+    if version == Version::Http11 && hosts == 0 {
         return Err(HeadError::Malformed(
             "HTTP/1.1 request without a Host header",
         ));
+    }
+    if hosts > 1 {
+        return Err(HeadError::Malformed("more than one Host header"));
     }
     Ok(Request {
         method,
@@ -484,6 +498,24 @@ mod tests {
     fn bare_lf_line_endings_are_accepted() {
         let r = parse("GET / HTTP/1.1\nHost: x\n\n").unwrap();
         assert_eq!(r.header("host"), Some("x"));
+    }
+
+    #[test]
+    fn one_empty_line_before_the_request_line_is_ignored() {
+        assert_eq!(
+            parse("\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap()
+                .method,
+            "GET"
+        );
+    }
+
+    #[test]
+    fn two_host_headers_are_400() {
+        assert_eq!(
+            rejected_as("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            400
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! 2. [`http`]: reading a request head and writing a response, by hand, with hard limits.
 //! 3. [`urlencoded`]: `a=1&message=hi+there`, the format of query strings and HTML forms.
 //! 4. [`sse`]: the event-stream format: how a message becomes `data:` lines (the heart of it).
-//! 5. [`timestamp`]: RFC 3339 time for the tick events.
+//! 5. [`timestamp`]: RFC 3339 time for the tick events, and the HTTP `Date` format.
 //! 6. [`event_log`]: numbered broadcasts, encoded once, kept for replay.
 //! 7. [`routes`]: `GET /`, `GET /events`, `/send`, one function each.
 //! 8. [`server`]: the listening socket and one thread per connection.

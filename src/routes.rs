@@ -76,14 +76,14 @@ pub fn handle_connection(stream: &Arc<TcpStream>, peer: SocketAddr, shared: &Sha
     let deadline = Instant::now() + shared.config.head_timeout;
     let mut request = match http::read_request(stream, deadline) {
         Ok(request) => request,
-        Err(err) => return answer_error(stream, peer, "-", &err),
+        Err(err) => return answer_error(stream, peer, None, &err),
     };
     let response = match (request.path(), request.method.as_str()) {
         ("/", "GET" | "HEAD") => serve_page(),
         ("/events", "GET") => return stream_events(stream, peer, &request, shared),
         ("/send", "GET" | "POST") => match send_message(stream, &mut request, deadline, shared) {
             Ok(response) => response,
-            Err(err) => return answer_error(stream, peer, &request.target, &err),
+            Err(err) => return answer_error(stream, peer, Some(&request), &err),
         },
         ("/", _) => method_not_allowed("GET, HEAD"),
         ("/events", _) => method_not_allowed("GET"),
@@ -135,7 +135,7 @@ pub fn stream_events(
         .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|v| v.parse::<u64>().ok());
     let (missed, cursor) = shared.log.start(last_event_id);
-    eprintln!("{peer} connected to /events ({clients} clients)");
+    eprintln!("{peer} connected to /events (clients: {clients})");
 
     // The stream only ever ends with an error: the client is gone, or too slow. A client that
     // closed is usually noticed by the second write after it left: the first is accepted by our
@@ -147,9 +147,8 @@ pub fn stream_events(
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "timed out".to_string(),
         _ => err.to_string(),
     };
-    drop(slot);
-    let left = shared.clients.load(Ordering::Relaxed);
-    eprintln!("{peer} left /events: {why} ({left} clients)");
+    let left = slot.release();
+    eprintln!("{peer} left /events: {why} (clients: {left})");
 }
 
 /// Writes the stream: head, `retry`, missed broadcasts, then ticks and broadcasts until a write
@@ -241,6 +240,15 @@ impl<'a> ClientSlot<'a> {
     }
 }
 
+impl ClientSlot<'_> {
+    /// Gives the place back now; returns how many are still taken.
+    fn release(self) -> usize {
+        let before = self.0.fetch_sub(1, Ordering::AcqRel);
+        std::mem::forget(self); // already given back: no second decrement on drop
+        before - 1
+    }
+}
+
 impl Drop for ClientSlot<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
@@ -297,7 +305,7 @@ pub fn send_message(
     let id = shared.broadcast(&message);
     let clients = shared.clients.load(Ordering::Relaxed);
     eprintln!(
-        "broadcast #{id} ({} bytes) to {clients} clients",
+        "broadcast #{id} ({} bytes, clients: {clients})",
         message.len()
     );
     Ok(Response::new(
@@ -309,30 +317,32 @@ pub fn send_message(
 
 /// Writes a complete response, logs it if it is an error, and closes the connection.
 fn respond(stream: &TcpStream, peer: SocketAddr, request: &Request, response: &Response) {
-    let Status(code, reason) = response.status;
-    if code >= 400 {
-        let body = String::from_utf8_lossy(&response.body);
-        let (method, target) = (&request.method, &request.target);
-        eprintln!(
-            "{peer} {method} {target}: {code} {reason}: {}",
-            body.trim_end()
-        );
+    if response.status.0 >= 400 {
+        let why = String::from_utf8_lossy(&response.body);
+        log_error(peer, Some(request), response.status, why.trim_end());
     }
     send_and_close(stream, &response.to_bytes(request.method != "HEAD"));
 }
 
-/// Answers a request that could not be read or whose body was bad.
-fn answer_error(stream: &TcpStream, peer: SocketAddr, target: &str, err: &HeadError) {
+/// Answers a request that could not be read, or whose body was bad (`request` is `None` when
+/// not even its head could be read).
+fn answer_error(stream: &TcpStream, peer: SocketAddr, request: Option<&Request>, err: &HeadError) {
     let Some(status) = err.status() else {
         return; // the client is gone: nobody to answer
     };
-    eprintln!(
-        "{peer} {target}: {} {}: {}",
-        status.0,
-        status.1,
-        err.reason()
-    );
+    log_error(peer, request, status, err.reason());
     send_and_close(stream, &Response::text(status, err.reason()).to_bytes(true));
+}
+
+/// One log line per error response: who, what they asked for, the status, and why. The path
+/// only, not the query: a query can carry a message, and messages do not belong in logs.
+pub fn log_error(peer: SocketAddr, request: Option<&Request>, status: Status, why: &str) {
+    let asked = match request {
+        Some(request) => format!("{} {}", request.method, request.path()),
+        None => "(no request read)".to_string(),
+    };
+    let Status(code, reason) = status;
+    eprintln!("{peer} {asked}: {code} {reason}: {why}");
 }
 
 /// Writes `bytes` and closes politely: first our sending side (`shutdown`), then we read and drop

@@ -24,7 +24,8 @@ pub const THREAD_STACK_BYTES: usize = 64 * 1024;
 /// Connections allowed beyond the client cap: page loads, `/send` calls and requests still being
 /// read. Together with the cap this bounds the number of threads. Linux counts about four memory
 /// maps per thread against `vm.max_map_count` (65,530 by default), and Rust aborts the whole
-/// process if a thread cannot map its stack, so the total must stay well below ~16,000.
+/// process if the limit is hit while a new thread sets itself up (it maps a signal stack of its
+/// own), so the total must stay well below ~16,000.
 pub const SPARE_CONNECTIONS: usize = 1024;
 
 /// Memory maps Linux counts per thread against `vm.max_map_count`: the stack, its guard page, and
@@ -212,8 +213,8 @@ pub fn capacity_warnings(config: &Config) -> Vec<String> {
 /// Answers 503 without a thread of its own: the socket is switched to non-blocking so the accept
 /// loop never waits on this client; a short response fits in the socket's send buffer.
 fn turn_away(stream: &TcpStream, peer: SocketAddr, why: &str) {
-    eprintln!("{peer}: 503 Service Unavailable: {why}");
     let busy = routes::service_unavailable("server busy, try again later");
+    routes::log_error(peer, None, busy.status, why);
     let _ = stream.set_nonblocking(true);
     let _ = (&*stream).write_all(&busy.to_bytes(true));
 }
