@@ -79,7 +79,8 @@ impl Client {
     /// block, up to the socket's write timeout.
     ///
     /// # Errors
-    /// The first failed write: the client has gone (or stopped reading for too long).
+    /// The first failed write (the client has gone, or stopped reading for too long), or the
+    /// client fell so far behind that broadcasts it never got have left the log.
     pub fn catch_up(&self, log: &EventLog, tick: Option<&[u8]>) -> io::Result<()> {
         let mut state = self.lock();
         if let Some(err) = state.failed.take() {
