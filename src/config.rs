@@ -163,6 +163,11 @@ pub fn flags() -> impl Iterator<Item = &'static str> {
     Setting::ALL.iter().map(|setting| setting.flag)
 }
 
+/// Every environment variable the settings read.
+pub fn env_vars() -> impl Iterator<Item = &'static str> {
+    Setting::ALL.iter().map(|setting| setting.env)
+}
+
 /// One setting: its flag, its environment variable, and how to store its value.
 struct Setting {
     flag: &'static str,

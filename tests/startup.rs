@@ -42,12 +42,13 @@ fn start(mut command: Command) -> Running {
     Running { child, url }
 }
 
+/// The server binary with none of our own environment's settings, on a free port.
 fn server_command() -> Command {
     let mut command = Command::new(BIN);
-    command
-        .env_remove("HOST")
-        .env_remove("INTERVAL_MS")
-        .env("PORT", "0");
+    for name in sse_server::config::env_vars() {
+        command.env_remove(name);
+    }
+    command.env("PORT", "0");
     command
 }
 
@@ -81,9 +82,7 @@ fn flags_win_over_environment_variables() {
 
 #[test]
 fn host_from_the_environment_is_where_it_listens() {
-    let mut command = server_command();
-    command.env("HOST", "localhost");
-    let server = start(command);
+    let (server, _) = start_with_env(&[("HOST", "localhost")]);
     assert!(
         server.url.starts_with("http://localhost:"),
         "{}",
@@ -106,12 +105,21 @@ fn threads_of(child: &Child) -> usize {
         .unwrap_or(0)
 }
 
+/// The server binary started with extra environment `vars`, and its address.
+fn start_with_env(vars: &[(&str, &str)]) -> (Running, std::net::SocketAddr) {
+    let mut command = server_command();
+    command.envs(vars.iter().copied());
+    let server = start(command);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&addr_of(&server.url))
+        .unwrap()
+        .next()
+        .unwrap();
+    (server, addr)
+}
+
 #[test]
 fn max_clients_from_the_environment_caps_the_streams() {
-    let mut command = server_command();
-    command.env("MAX_CLIENTS", "1");
-    let server = start(command);
-    let addr = addr_of(&server.url).parse().unwrap();
+    let (_server, addr) = start_with_env(&[("MAX_CLIENTS", "1")]);
     let first = common::EventStream::open(addr, &[]);
     assert_eq!(first.status(), 200);
     let second = common::EventStream::open(addr, &[]);
@@ -120,10 +128,7 @@ fn max_clients_from_the_environment_caps_the_streams() {
 
 #[test]
 fn a_closed_stream_s_thread_ends() {
-    let mut command = server_command();
-    command.env("INTERVAL_MS", "20");
-    let server = start(command);
-    let addr = addr_of(&server.url).parse().unwrap();
+    let (server, addr) = start_with_env(&[("INTERVAL_MS", "20")]);
     let idle = threads_of(&server.child);
     let events = common::EventStream::open(addr, &[]);
     assert_eq!(events.status(), 200);
@@ -165,6 +170,9 @@ fn accept_failing_for_lack_of_file_descriptors_is_survived() {
     // Run the server with very few file descriptors, open more connections than it can take,
     // then let them go: it must still be alive and serving.
     let mut command = Command::new("sh");
+    for name in sse_server::config::env_vars() {
+        command.env_remove(name);
+    }
     command
         .args(["-c", &format!("ulimit -n 24 && exec {BIN}")])
         .env("PORT", "0")
