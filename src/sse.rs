@@ -33,6 +33,39 @@ pub fn retry_frame(retry_ms: u64) -> Vec<u8> {
     format!("retry: {retry_ms}\n\n").into_bytes()
 }
 
+/// The comment line a stream opens with, before `retry:`: it shows on the wire (curl, the page's
+/// raw-wire panel) what a comment is, and the browser's `EventSource` fires nothing for it.
+pub const OPENING_COMMENT: &str = "connected: ids count broadcasts, ticks carry none";
+
+/// The text of the keep-alive comment (see [`KEEP_ALIVE_AFTER`]).
+pub const KEEP_ALIVE_COMMENT: &str = "keep-alive";
+
+/// After this long with nothing written to a stream, a keep-alive comment is written so that
+/// proxies and load balancers with idle timeouts (nginx's `proxy_read_timeout` is 60 s; cloud
+/// balancers often cut at 30–60 s) keep the connection open. With ticks every second it never
+/// fires; it matters only when the tick interval is longer than this.
+pub const KEEP_ALIVE_AFTER: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `: <text>\n`: a comment line. The spec's parser ignores any line that starts with a colon,
+/// so it fires no event and changes no field; it is the way to send bytes that mean nothing,
+/// such as a keep-alive. Like `event`, `text` must be a single line (it is one of our constants).
+///
+/// ```
+/// assert_eq!(sse_server::sse::comment_line("hi"), b": hi\n");
+/// ```
+pub fn comment_line(text: &str) -> Vec<u8> {
+    debug_assert!(!text.contains(['\r', '\n']));
+    format!(": {text}\n").into_bytes()
+}
+
+/// `: keep-alive\n\n`: the comment line, then a blank line. The blank line dispatches nothing
+/// (the data buffer is empty), but it leaves the client's parser at the start of a frame.
+pub fn keep_alive_frame() -> Vec<u8> {
+    let mut frame = comment_line(KEEP_ALIVE_COMMENT);
+    frame.push(b'\n');
+    frame
+}
+
 /// `event: tick\ndata: <timestamp>\n\n`: the timer's frame.
 ///
 /// It deliberately has **no `id:` line**. The browser keeps the last id it saw and sends it back as
@@ -128,6 +161,17 @@ mod tests {
     #[test]
     fn retry_frame_is_one_field_and_a_blank_line() {
         assert_eq!(text(retry_frame(3000)), "retry: 3000\n\n");
+    }
+
+    #[test]
+    fn comment_line_starts_with_a_colon_and_is_one_line() {
+        assert_eq!(text(comment_line(OPENING_COMMENT)).matches('\n').count(), 1);
+        assert!(text(comment_line("x")).starts_with(": "));
+    }
+
+    #[test]
+    fn keep_alive_is_a_comment_line_then_a_blank_line() {
+        assert_eq!(text(keep_alive_frame()), ": keep-alive\n\n");
     }
 
     #[test]
