@@ -102,7 +102,19 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Connections allowed beyond the client cap: page loads, `/send` calls and requests still being
+/// read. Together with the cap this bounds the number of threads. Linux counts about four memory
+/// maps per thread against `vm.max_map_count` (65,530 by default), and Rust aborts the whole
+/// process if the limit is hit while a new thread sets itself up (it maps a signal stack of its
+/// own), so the total must stay well below ~16,000.
+pub const SPARE_CONNECTIONS: usize = 1024;
+
 impl Config {
+    /// Most connections (threads) open at once: the client cap plus [`SPARE_CONNECTIONS`].
+    pub fn max_connections(&self) -> usize {
+        self.max_clients.saturating_add(SPARE_CONNECTIONS)
+    }
+
     /// Reads the real environment and command line.
     pub fn from_env_and_args() -> Result<Command, ConfigError> {
         Self::parse(std::env::args().skip(1), |name| std::env::var(name).ok())
@@ -201,13 +213,7 @@ impl Setting {
         Setting {
             flag: "--max-clients",
             env: "MAX_CLIENTS",
-            store: |c, v| match number(v)? {
-                0 => Err("must be at least 1".to_string()),
-                n => {
-                    c.max_clients = n;
-                    Ok(())
-                }
-            },
+            store: |c, v| number_in(v, 1, usize::MAX).map(|n| c.max_clients = n),
         },
         Setting {
             flag: "--write-timeout-ms",
@@ -217,15 +223,7 @@ impl Setting {
         Setting {
             flag: "--broadcast-writers",
             env: "BROADCAST_WRITERS",
-            store: |c, v| match number(v)? {
-                n if n > MAX_BROADCAST_WRITERS => {
-                    Err(format!("must be at most {MAX_BROADCAST_WRITERS}"))
-                }
-                n => {
-                    c.broadcast_writers = n;
-                    Ok(())
-                }
-            },
+            store: |c, v| number_in(v, 0, MAX_BROADCAST_WRITERS).map(|n| c.broadcast_writers = n),
         },
     ];
 
@@ -241,14 +239,23 @@ fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
         .map_err(|_| "is not a whole number in range".to_string())
 }
 
-/// A zero interval or timeout would spin or disable the limit, so both must be at least 1 ms, and
-/// at most [`MAX_MILLIS`].
-fn positive_millis(value: &str) -> Result<Duration, String> {
-    match number::<u64>(value)? {
-        0 => Err("must be at least 1".to_string()),
-        ms if ms > MAX_MILLIS => Err(format!("must be at most {MAX_MILLIS} (one day)")),
-        ms => Ok(Duration::from_millis(ms)),
+/// A whole number from `min` to `max`.
+fn number_in<T: std::str::FromStr + PartialOrd + fmt::Display>(
+    value: &str,
+    min: T,
+    max: T,
+) -> Result<T, String> {
+    match number(value)? {
+        n if n < min => Err(format!("must be at least {min}")),
+        n if n > max => Err(format!("must be at most {max}")),
+        n => Ok(n),
     }
+}
+
+/// A zero interval or timeout would spin or disable the limit, so both must be at least 1 ms, and
+/// at most [`MAX_MILLIS`] (one day).
+fn positive_millis(value: &str) -> Result<Duration, String> {
+    number_in(value, 1, MAX_MILLIS).map(Duration::from_millis)
 }
 
 #[cfg(test)]

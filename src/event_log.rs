@@ -3,7 +3,7 @@
 //! In the Node examples a broadcast is `for (const res of clients) res.write(frame)`: the sender
 //! loops over every client. Here the sender never touches a client's socket. It encodes the frame
 //! **once**, appends it to this log (shared as an `Arc`, not copied per client), and announces it
-//! ([`crate::fanout`]); the frames reach the sockets from there. The log is also where a client
+//! ([`crate::hub`]); the frames reach the sockets from there. The log is also where a client
 //! that fell behind, or reconnected, catches up from: it asks for every frame after the last id
 //! it got.
 //!
@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 
 use crate::sse;
+use crate::sync;
 
 /// Broadcasts kept for `Last-Event-ID` replay (the contract asks for at least the last 1000).
 /// A message is at most 64 KiB; its frame is about as big for ordinary text, so the log holds
@@ -79,9 +80,9 @@ impl EventLog {
     }
 
     /// Appends `message` as the next broadcast and returns its id: ids start at 1 and go up by one
-    /// per broadcast. Waking the clients is [`crate::fanout`]'s job.
+    /// per broadcast. Waking the clients is the fan-out's job.
     pub fn publish(&self, message: &str) -> u64 {
-        let mut history = self.history.write().unwrap_or_else(|e| e.into_inner());
+        let mut history = sync::write(&self.history);
         let id = history.last_id + 1;
         // Encoded once here, for every client (not once per client). Under the lock, because the
         // frame carries its id and ids must go into the log in order.
@@ -101,7 +102,7 @@ impl EventLog {
     /// or with a k from the future (the server restarted and counts from 1 again), nothing is
     /// replayed and the stream starts live.
     pub fn start(&self, last_event_id: Option<u64>) -> (Vec<Broadcast>, u64) {
-        let history = self.history.read().unwrap_or_else(|e| e.into_inner());
+        let history = sync::read(&self.history);
         let from = last_event_id
             .filter(|&k| k < history.last_id)
             .unwrap_or(history.last_id);
@@ -118,7 +119,7 @@ impl EventLog {
     /// A connection more than [`HISTORY_LEN`] broadcasts behind gets what is left, and
     /// [`CatchUp::lost`] says how many are gone.
     pub fn after(&self, cursor: u64, out: &mut Vec<Broadcast>) -> CatchUp {
-        let history = self.history.read().unwrap_or_else(|e| e.into_inner());
+        let history = sync::read(&self.history);
         let lost = history.after(cursor, out);
         CatchUp {
             last_id: history.last_id,
@@ -128,10 +129,7 @@ impl EventLog {
 
     /// The id of the newest broadcast (0 before the first).
     pub fn last_id(&self) -> u64 {
-        self.history
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_id
+        sync::read(&self.history).last_id
     }
 }
 

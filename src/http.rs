@@ -11,10 +11,10 @@
 //! ```
 //!
 //! Everything a client sends is untrusted, so every read is bounded in size and in time, and every
-//! way a head can be wrong maps to one [`HeadError`] and from there to one status code.
+//! way a head can be wrong maps to one [`RequestError`] and from there to one status code.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::timestamp;
@@ -41,7 +41,7 @@ pub enum Version {
     Http11,
 }
 
-/// One parsed request head, plus any body bytes that arrived in the same reads.
+/// One parsed request head: plain data. (The body is read separately, by the [`RequestReader`].)
 #[derive(Debug)]
 pub struct Request {
     pub method: String,
@@ -50,8 +50,6 @@ pub struct Request {
     pub version: Version,
     /// Header names as sent; look them up with [`Request::header`], which ignores case.
     pub headers: Vec<(String, String)>,
-    /// Bytes read past the blank line: the start of the body.
-    pub body_start: Vec<u8>,
 }
 
 impl Request {
@@ -72,12 +70,22 @@ impl Request {
     pub fn query(&self) -> Option<&str> {
         self.target.split_once('?').map(|(_, q)| q)
     }
+
+    /// Whether the client waits for `100 Continue` before sending its body. Only HTTP/1.1
+    /// clients know interim responses; an HTTP/1.0 client never waits for one (RFC 9110 §10.1.1).
+    pub fn expects_continue(&self) -> bool {
+        self.version == Version::Http11
+            && self
+                .header("expect")
+                .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+    }
 }
 
-/// Everything that can go wrong while reading a request, each mapped to one status by
-/// [`HeadError::status`] (the idea comes from tiny_http's private error enum).
-#[derive(Debug)]
-pub enum HeadError {
+/// Everything a request can get wrong, from a bad head to a full server, each mapped to one
+/// status and one reason in [`RequestError::status_and_reason`] (the idea comes from tiny_http's
+/// private error enum). The reason is sent as the body of the error response and logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
     /// The client closed or reset the connection: nobody is left to answer.
     Closed,
     /// The head (or body) did not arrive before the deadline: 408 Request Timeout.
@@ -86,59 +94,135 @@ pub enum HeadError {
     HeadTooLarge,
     /// The body is over [`MAX_BODY_BYTES`]: 413.
     BodyTooLarge,
-    /// The request line or a header breaks the grammar: 400, with the reason.
+    /// The request line or a header breaks the grammar: 400, with the rule that was broken.
     Malformed(&'static str),
     /// `HTTP/2.0` and friends over a plain socket: 505 HTTP Version Not Supported.
     UnsupportedVersion,
     /// A body sent with `Transfer-Encoding` (chunked) instead of `Content-Length`: 501.
     TransferEncoding,
+    /// `/send` without a message: 400.
+    NoMessage,
+    /// `/send` with an empty message: 400.
+    EmptyMessage,
+    /// `/send` with a message that is not UTF-8 (event streams are UTF-8 only): 400.
+    NotUtf8,
+    /// A request from a page of another site to a route that changes state: 403, with why.
+    CrossSite(&'static str),
+    /// No such path: 404.
+    NotFound,
+    /// A known path with the wrong method: 405, with the methods that would work.
+    MethodNotAllowed { allow: &'static str },
+    /// As many `/events` streams as the cap allows are open: 503.
+    TooManyClients,
+    /// As many connections as the server will hold are open: 503 from the accept loop.
+    TooManyConnections,
+    /// The system would not start another thread: 503 from the accept loop.
+    NoThread(String),
 }
 
-impl HeadError {
-    /// The status to answer with, or `None` when the client is already gone.
-    pub fn status(&self) -> Option<Status> {
-        match self {
-            HeadError::Closed => None,
-            HeadError::TimedOut => Some(Status::REQUEST_TIMEOUT),
-            HeadError::HeadTooLarge => Some(Status::HEADERS_TOO_LARGE),
-            HeadError::BodyTooLarge => Some(Status::CONTENT_TOO_LARGE),
-            HeadError::Malformed(_) => Some(Status::BAD_REQUEST),
-            HeadError::UnsupportedVersion => Some(Status::VERSION_NOT_SUPPORTED),
-            HeadError::TransferEncoding => Some(Status::NOT_IMPLEMENTED),
-        }
+/// How long a client told "503" should wait before trying again, in seconds (`Retry-After`).
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+impl RequestError {
+    /// The status to answer with and why, or `None` when the client is already gone.
+    pub fn status_and_reason(&self) -> Option<(Status, String)> {
+        let (status, reason) = match self {
+            RequestError::Closed => return None,
+            RequestError::TimedOut => (
+                Status::REQUEST_TIMEOUT,
+                "request not complete within the time limit".to_string(),
+            ),
+            RequestError::HeadTooLarge => (
+                Status::HEADERS_TOO_LARGE,
+                format!(
+                    "request head over {} KiB or over {MAX_HEADERS} header lines",
+                    MAX_HEAD_BYTES / 1024
+                ),
+            ),
+            RequestError::BodyTooLarge => (
+                Status::CONTENT_TOO_LARGE,
+                format!("request body over {} KiB", MAX_BODY_BYTES / 1024),
+            ),
+            RequestError::Malformed(why) => (Status::BAD_REQUEST, why.to_string()),
+            RequestError::UnsupportedVersion => (
+                Status::VERSION_NOT_SUPPORTED,
+                "only HTTP/1.0 and HTTP/1.1 are spoken here".to_string(),
+            ),
+            RequestError::TransferEncoding => (
+                Status::NOT_IMPLEMENTED,
+                "send the body with Content-Length, not Transfer-Encoding".to_string(),
+            ),
+            RequestError::NoMessage => (
+                Status::BAD_REQUEST,
+                "no message: send ?message=..., a form field message=..., or a text/plain body"
+                    .to_string(),
+            ),
+            RequestError::EmptyMessage => (Status::BAD_REQUEST, "the message is empty".to_string()),
+            RequestError::NotUtf8 => (
+                Status::BAD_REQUEST,
+                "the message is not valid UTF-8".to_string(),
+            ),
+            RequestError::CrossSite(why) => (Status::FORBIDDEN, why.to_string()),
+            RequestError::NotFound => (
+                Status::NOT_FOUND,
+                "not found: try /, /events, /send or /drop".to_string(),
+            ),
+            RequestError::MethodNotAllowed { allow } => (
+                Status::METHOD_NOT_ALLOWED,
+                format!("method not allowed; use {allow}"),
+            ),
+            RequestError::TooManyClients => (
+                Status::SERVICE_UNAVAILABLE,
+                "too many clients, try again later".to_string(),
+            ),
+            RequestError::TooManyConnections => (
+                Status::SERVICE_UNAVAILABLE,
+                "too many connections".to_string(),
+            ),
+            RequestError::NoThread(why) => (
+                Status::SERVICE_UNAVAILABLE,
+                format!("cannot start a thread: {why}"),
+            ),
+        };
+        Some((status, reason))
     }
 
-    /// A one-line explanation, sent as the error body and logged.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            HeadError::Closed => "client closed the connection",
-            HeadError::TimedOut => "request not complete within the time limit",
-            HeadError::HeadTooLarge => "request head over 8 KiB or over 100 header lines",
-            HeadError::BodyTooLarge => "request body over 64 KiB",
-            HeadError::Malformed(why) => why,
-            HeadError::UnsupportedVersion => "only HTTP/1.0 and HTTP/1.1 are spoken here",
-            HeadError::TransferEncoding => {
-                "send the body with Content-Length, not Transfer-Encoding"
+    /// The error response: the reason as a text body, plus the header some statuses require.
+    /// `None` when the client is gone.
+    pub fn response(&self) -> Option<Response> {
+        let (status, reason) = self.status_and_reason()?;
+        let response = Response::text(status, &reason);
+        Some(match self {
+            // 405 must say which methods would work (RFC 9110 §15.5.6).
+            RequestError::MethodNotAllowed { allow } => response.with_header("Allow", *allow),
+            // 503 may say when to come back (RFC 9110 §10.2.3); the page's own retry waits too.
+            _ if status == Status::SERVICE_UNAVAILABLE => {
+                response.with_header("Retry-After", RETRY_AFTER_SECS.to_string())
             }
-        }
+            _ => response,
+        })
     }
 }
 
 /// Sorts a failed read into "timed out" or "gone". With `set_read_timeout`, Linux reports a timeout
 /// as `WouldBlock` (EAGAIN) and other systems as `TimedOut`.
-fn read_failed(err: io::Error) -> HeadError {
+fn read_failed(err: io::Error) -> RequestError {
     match err.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HeadError::TimedOut,
-        _ => HeadError::Closed,
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => RequestError::TimedOut,
+        _ => RequestError::Closed,
     }
 }
 
 /// One `read`, but giving up at `deadline`. The timeout is set before each read, so a client that
 /// sends one byte every few seconds ("slowloris") still runs out of time.
-fn read_before(stream: &TcpStream, buf: &mut [u8], deadline: Instant) -> Result<usize, HeadError> {
+fn read_before(
+    stream: &TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<usize, RequestError> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        return Err(HeadError::TimedOut);
+        return Err(RequestError::TimedOut);
     }
     stream.set_read_timeout(Some(left)).map_err(read_failed)?;
     let mut reader = stream;
@@ -150,35 +234,86 @@ fn read_before(stream: &TcpStream, buf: &mut [u8], deadline: Instant) -> Result<
     }
 }
 
-/// Reads and parses one request head from `stream`, all of it before `deadline`.
-///
-/// # Errors
-/// See [`HeadError`]: closed, timed out, too large, malformed, wrong version.
-pub fn read_request(stream: &TcpStream, deadline: Instant) -> Result<Request, HeadError> {
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    // Where the search for the blank line resumes: only new bytes (and the 3 before them) need looking at.
-    let mut scanned = 0;
-    loop {
-        if let Some((head_len, end)) = find_head_end(&buf, scanned) {
-            if head_len > MAX_HEAD_BYTES {
-                return Err(HeadError::HeadTooLarge);
+/// Reads one request from a connection: the head, then the body if the route wants it. It owns
+/// the bytes read past the head (the start of the body, which often arrives in the same read) and
+/// the deadline both must arrive by.
+pub struct RequestReader<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+    /// Bytes read past the blank line: the start of the body.
+    body_start: Vec<u8>,
+}
+
+impl<'a> RequestReader<'a> {
+    /// A reader for `stream` that gives up at `deadline`.
+    pub fn new(stream: &'a TcpStream, deadline: Instant) -> RequestReader<'a> {
+        RequestReader {
+            stream,
+            deadline,
+            body_start: Vec::new(),
+        }
+    }
+
+    /// Reads and parses one request head, all of it before the deadline.
+    ///
+    /// # Errors
+    /// See [`RequestError`]: closed, timed out, too large, malformed, wrong version.
+    pub fn read_request(&mut self) -> Result<Request, RequestError> {
+        let mut buf: Vec<u8> = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 1024];
+        // Where the search for the blank line resumes: only new bytes (and the 3 before them)
+        // need looking at.
+        let mut scanned = 0;
+        loop {
+            if let Some((head_len, end)) = find_head_end(&buf, scanned) {
+                if head_len > MAX_HEAD_BYTES {
+                    return Err(RequestError::HeadTooLarge);
+                }
+                self.body_start = buf.split_off(end);
+                return parse_head(&buf);
             }
-            let body_start = buf.split_off(end);
-            let mut request = parse_head(&buf)?;
-            request.body_start = body_start;
-            return Ok(request);
+            // No blank line yet, and more than the limit plus one (at most 2-byte) blank line read.
+            if buf.len() > MAX_HEAD_BYTES + 2 {
+                return Err(RequestError::HeadTooLarge);
+            }
+            scanned = buf.len().saturating_sub(3);
+            let n = read_before(self.stream, &mut chunk, self.deadline)?;
+            if n == 0 {
+                return Err(RequestError::Closed);
+            }
+            buf.extend_from_slice(&chunk[..n]);
         }
-        // No blank line yet, and more than the limit plus one (at most 2-byte) blank line read.
-        if buf.len() > MAX_HEAD_BYTES + 2 {
-            return Err(HeadError::HeadTooLarge);
+    }
+
+    /// Reads the body of `request`: exactly `Content-Length` bytes, at most [`MAX_BODY_BYTES`],
+    /// before the deadline. A request without `Content-Length` has no body (RFC 9112 §6.3).
+    ///
+    /// If the client sent `Expect: 100-continue` (curl does for bodies over 1 KiB), it waits for
+    /// our interim `100 Continue` before sending the body: Node's `res.writeContinue()`.
+    ///
+    /// # Errors
+    /// [`RequestError::BodyTooLarge`], [`RequestError::TransferEncoding`],
+    /// [`RequestError::Malformed`] for a bad `Content-Length`, [`RequestError::TimedOut`],
+    /// [`RequestError::Closed`].
+    pub fn read_body(&mut self, request: &Request) -> Result<Vec<u8>, RequestError> {
+        let length = body_length(request)?;
+        let mut body = std::mem::take(&mut self.body_start);
+        if body.len() < length && request.expects_continue() {
+            (&*self.stream)
+                .write_all(&head(Status::CONTINUE, &[]))
+                .map_err(|_| RequestError::Closed)?;
         }
-        scanned = buf.len().saturating_sub(3);
-        let n = read_before(stream, &mut chunk, deadline)?;
-        if n == 0 {
-            return Err(HeadError::Closed);
+        let mut chunk = [0u8; 4096];
+        while body.len() < length {
+            let want = (length - body.len()).min(chunk.len());
+            match read_before(self.stream, &mut chunk[..want], self.deadline)? {
+                0 => return Err(RequestError::Closed),
+                n => body.extend_from_slice(&chunk[..n]),
+            }
         }
-        buf.extend_from_slice(&chunk[..n]);
+        // Bytes past Content-Length would be a second request; we answer one per connection.
+        body.truncate(length);
+        Ok(body)
     }
 }
 
@@ -211,9 +346,9 @@ fn is_token(s: &str) -> bool {
 /// Parses a complete head (everything up to and including the blank line).
 ///
 /// # Errors
-/// [`HeadError::Malformed`] with the rule that was broken, [`HeadError::HeadTooLarge`] for too many
-/// headers, [`HeadError::UnsupportedVersion`] for a version other than 1.0 or 1.1.
-pub fn parse_head(head: &[u8]) -> Result<Request, HeadError> {
+/// [`RequestError::Malformed`] with the rule that was broken, [`RequestError::HeadTooLarge`] for too many
+/// headers, [`RequestError::UnsupportedVersion`] for a version other than 1.0 or 1.1.
+pub fn parse_head(head: &[u8]) -> Result<Request, RequestError> {
     // One empty line before the request line is ignored, as RFC 9112 §2.2 recommends: some old
     // clients send a stray CRLF after a previous request's body.
     let head = head
@@ -234,7 +369,7 @@ pub fn parse_head(head: &[u8]) -> Result<Request, HeadError> {
             break; // the blank line: end of the head
         }
         if headers.len() == MAX_HEADERS {
-            return Err(HeadError::HeadTooLarge);
+            return Err(RequestError::HeadTooLarge);
         }
         headers.push(parse_header_line(line)?);
     }
@@ -245,25 +380,24 @@ pub fn parse_head(head: &[u8]) -> Result<Request, HeadError> {
         .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
         .count();
     if version == Version::Http11 && hosts == 0 {
-        return Err(HeadError::Malformed(
+        return Err(RequestError::Malformed(
             "HTTP/1.1 request without a Host header",
         ));
     }
     if hosts > 1 {
-        return Err(HeadError::Malformed("more than one Host header"));
+        return Err(RequestError::Malformed("more than one Host header"));
     }
     Ok(Request {
         method,
         target,
         version,
         headers,
-        body_start: Vec::new(),
     })
 }
 
 /// `method SP request-target SP HTTP-version`, exactly one space apart (RFC 9112 §3).
-fn parse_request_line(line: &[u8]) -> Result<(String, String, Version), HeadError> {
-    const BAD: HeadError = HeadError::Malformed("malformed request line");
+fn parse_request_line(line: &[u8]) -> Result<(String, String, Version), RequestError> {
+    const BAD: RequestError = RequestError::Malformed("malformed request line");
     let line = std::str::from_utf8(line).map_err(|_| BAD)?;
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
@@ -278,7 +412,7 @@ fn parse_request_line(line: &[u8]) -> Result<(String, String, Version), HeadErro
     // §3.2.2 asks servers to accept the absolute form `http://host/path` too; only proxies send
     // it, and this server is no proxy, so it is refused here to keep the parser small.)
     if !target.starts_with('/') || !target.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(HeadError::Malformed(
+        return Err(RequestError::Malformed(
             "request target must be a path starting with /",
         ));
     }
@@ -286,7 +420,7 @@ fn parse_request_line(line: &[u8]) -> Result<(String, String, Version), HeadErro
         "HTTP/1.1" => Version::Http11,
         "HTTP/1.0" => Version::Http10,
         v if v.len() == 8 && v.starts_with("HTTP/") && v.as_bytes()[6] == b'.' => {
-            return Err(HeadError::UnsupportedVersion)
+            return Err(RequestError::UnsupportedVersion)
         }
         _ => return Err(BAD),
     };
@@ -294,26 +428,28 @@ fn parse_request_line(line: &[u8]) -> Result<(String, String, Version), HeadErro
 }
 
 /// `field-name ":" OWS field-value OWS` (RFC 9112 §5).
-fn parse_header_line(line: &[u8]) -> Result<(String, String), HeadError> {
+fn parse_header_line(line: &[u8]) -> Result<(String, String), RequestError> {
     // A line starting with a space or tab continues the previous one ("obs-fold"); it is obsolete
     // and a server must reject it or unfold it (RFC 9112 §5.2). Rejecting is simpler and safer.
     if line.starts_with(b" ") || line.starts_with(b"\t") {
-        return Err(HeadError::Malformed("folded header line"));
+        return Err(RequestError::Malformed("folded header line"));
     }
     let colon = line
         .iter()
         .position(|&b| b == b':')
-        .ok_or(HeadError::Malformed("header line without a colon"))?;
+        .ok_or(RequestError::Malformed("header line without a colon"))?;
     let name = std::str::from_utf8(&line[..colon]).unwrap_or_default();
     // No space is allowed between the name and the colon (RFC 9112 §5.1).
     if !is_token(name) {
-        return Err(HeadError::Malformed("malformed header name"));
+        return Err(RequestError::Malformed("malformed header name"));
     }
     let value = &line[colon + 1..];
     // Field values are visible characters, spaces and tabs; any other control byte (NUL, a lone
     // CR, DEL) is refused.
     if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-        return Err(HeadError::Malformed("control character in a header value"));
+        return Err(RequestError::Malformed(
+            "control character in a header value",
+        ));
     }
     let value = String::from_utf8_lossy(value);
     Ok((
@@ -322,22 +458,14 @@ fn parse_header_line(line: &[u8]) -> Result<(String, String), HeadError> {
     ))
 }
 
-/// Reads the request body: exactly `Content-Length` bytes, at most [`MAX_BODY_BYTES`], before
-/// `deadline`. A request without `Content-Length` has no body (RFC 9112 §6.3).
-///
-/// If the client sent `Expect: 100-continue` (curl does for bodies over 1 KiB), it waits for our
-/// interim `100 Continue` before sending the body: Node's `res.writeContinue()`.
+/// How many body bytes `request` announces with `Content-Length` (0 without one).
 ///
 /// # Errors
-/// [`HeadError::BodyTooLarge`], [`HeadError::TransferEncoding`], [`HeadError::Malformed`] for a
-/// bad `Content-Length`, [`HeadError::TimedOut`], [`HeadError::Closed`].
-pub fn read_body(
-    stream: &TcpStream,
-    request: &mut Request,
-    deadline: Instant,
-) -> Result<Vec<u8>, HeadError> {
+/// [`RequestError::TransferEncoding`], [`RequestError::BodyTooLarge`], or
+/// [`RequestError::Malformed`] for a length that is not a number or two that disagree.
+fn body_length(request: &Request) -> Result<usize, RequestError> {
     if request.header("transfer-encoding").is_some() {
-        return Err(HeadError::TransferEncoding);
+        return Err(RequestError::TransferEncoding);
     }
     // Content-Length is digits only (RFC 9112 §6.3: no sign, no spaces). Two that disagree
     // leave the body's end in doubt, which attackers use to smuggle a second request: 400.
@@ -350,39 +478,18 @@ pub fn read_body(
         None => 0,
         Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
             if lengths.any(|other| other != v) {
-                return Err(HeadError::Malformed("two different Content-Length headers"));
+                return Err(RequestError::Malformed(
+                    "two different Content-Length headers",
+                ));
             }
             v.parse::<usize>().unwrap_or(usize::MAX)
         }
-        Some(_) => return Err(HeadError::Malformed("Content-Length is not a number")),
+        Some(_) => return Err(RequestError::Malformed("Content-Length is not a number")),
     };
     if length > MAX_BODY_BYTES {
-        return Err(HeadError::BodyTooLarge);
+        return Err(RequestError::BodyTooLarge);
     }
-    let mut body = std::mem::take(&mut request.body_start);
-    // Only HTTP/1.1 clients know interim responses; an HTTP/1.0 client never waits for one
-    // (RFC 9110 §10.1.1).
-    if body.len() < length
-        && request.version == Version::Http11
-        && request
-            .header("expect")
-            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
-    {
-        (&*stream)
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .map_err(|_| HeadError::Closed)?;
-    }
-    let mut chunk = [0u8; 4096];
-    while body.len() < length {
-        let want = (length - body.len()).min(chunk.len());
-        match read_before(stream, &mut chunk[..want], deadline)? {
-            0 => return Err(HeadError::Closed),
-            n => body.extend_from_slice(&chunk[..n]),
-        }
-    }
-    // Bytes past Content-Length would be a second request; we answer one request per connection.
-    body.truncate(length);
-    Ok(body)
+    Ok(length)
 }
 
 /// Reads and throws away what the client still sends, for at most [`LINGER`] and
@@ -404,8 +511,10 @@ pub fn drain(stream: &TcpStream) {
 pub struct Status(pub u16, pub &'static str);
 
 impl Status {
+    pub const CONTINUE: Status = Status(100, "Continue");
     pub const OK: Status = Status(200, "OK");
     pub const BAD_REQUEST: Status = Status(400, "Bad Request");
+    pub const FORBIDDEN: Status = Status(403, "Forbidden");
     pub const NOT_FOUND: Status = Status(404, "Not Found");
     pub const METHOD_NOT_ALLOWED: Status = Status(405, "Method Not Allowed");
     pub const REQUEST_TIMEOUT: Status = Status(408, "Request Timeout");
@@ -445,21 +554,20 @@ impl Response {
         self
     }
 
-    /// The bytes on the wire. `Date` is required of a server that has a clock (RFC 9110 §6.6.1;
-    /// Node adds it unless `res.sendDate` is false). `Content-Length` tells the client where the body ends, and
-    /// `Connection: close` that we will close after it: this server answers one request per
-    /// connection, which keeps every thread's story short. With `include_body` false (a HEAD
+    /// The bytes on the wire: the head from [`head`], then `Content-Length` (where the body ends)
+    /// and `Connection: close` (we close after it: this server answers one request per
+    /// connection, which keeps every thread's story short). With `include_body` false (a HEAD
     /// request) the head is the same but no body follows (RFC 9110 §9.3.2).
     pub fn to_bytes(&self, include_body: bool) -> Vec<u8> {
-        let Status(code, reason) = self.status;
-        let mut out = format!("HTTP/1.1 {code} {reason}\r\n");
-        out.push_str(&format!("Date: {}\r\n", timestamp::http_date_now()));
-        for (name, value) in &self.headers {
-            out.push_str(&format!("{name}: {value}\r\n"));
-        }
-        out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
-        out.push_str("Connection: close\r\n\r\n");
-        let mut bytes = out.into_bytes();
+        let length = self.body.len().to_string();
+        let mut headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        headers.push(("Content-Length", &length));
+        headers.push(("Connection", "close"));
+        let mut bytes = head(self.status, &headers);
         if include_body {
             bytes.extend_from_slice(&self.body);
         }
@@ -467,18 +575,89 @@ impl Response {
     }
 }
 
+/// A response head: the status line, `Date`, the given headers, and the blank line. Every head
+/// this server sends is written here: complete responses, the event stream's, `100 Continue`.
+///
+/// `Date` is required of a server that has a clock on every 2xx, 3xx and 4xx response, and allowed
+/// on 1xx and 5xx (RFC 9110 §6.6.1). Node adds it unless `res.sendDate` is false, except on the
+/// interim `100 Continue` (`res.writeContinue()`), which is not a response to date: nor here.
+pub fn head(status: Status, headers: &[(&str, &str)]) -> Vec<u8> {
+    let Status(code, reason) = status;
+    let mut out = format!("HTTP/1.1 {code} {reason}\r\n");
+    if code >= 200 {
+        out.push_str(&format!("Date: {}\r\n", timestamp::http_date_now()));
+    }
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// Writes a complete response and closes the connection.
+pub fn respond(stream: &TcpStream, request: &Request, response: &Response) {
+    send_and_close(stream, &response.to_bytes(request.method != "HEAD"));
+}
+
+/// Answers a request that went wrong, logs why, and closes the connection. `request` is `None`
+/// when not even its head could be read.
+pub fn answer_error(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    request: Option<&Request>,
+    err: &RequestError,
+) {
+    if let Some(bytes) = logged_error_response(peer, request, err) {
+        send_and_close(stream, &bytes);
+    }
+}
+
+/// Logs an error response and returns its bytes, or `None` when the client is gone.
+pub fn logged_error_response(
+    peer: SocketAddr,
+    request: Option<&Request>,
+    err: &RequestError,
+) -> Option<Vec<u8>> {
+    let (status, reason) = err.status_and_reason()?;
+    log_error(peer, request, status, &reason);
+    Some(err.response()?.to_bytes(true))
+}
+
+/// One log line per error response: who, what they asked for, the status, and why. The path
+/// only, not the query: a query can carry a message, and messages do not belong in logs.
+fn log_error(peer: SocketAddr, request: Option<&Request>, status: Status, why: &str) {
+    let asked = match request {
+        Some(request) => format!("{} {}", request.method, request.path()),
+        None => "(no request read)".to_string(),
+    };
+    let Status(code, reason) = status;
+    eprintln!("{peer} {asked}: {code} {reason}: {why}");
+}
+
+/// Writes `bytes` and closes politely: first our sending side (`shutdown`), then we read and drop
+/// whatever the client still sends, briefly. Closing a socket with unread data makes the kernel
+/// send a reset, and a reset can destroy the response before the client has read it (RFC 9112
+/// §9.6 calls this a "lingering close").
+fn send_and_close(mut stream: &TcpStream, bytes: &[u8]) {
+    if stream.write_all(bytes).is_err() {
+        return;
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    drain(stream);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Request, HeadError> {
+    fn parse(text: &str) -> Result<Request, RequestError> {
         parse_head(text.as_bytes())
     }
 
     fn rejected_as(text: &str) -> u16 {
         match parse(text) {
             Ok(r) => panic!("accepted {text:?} as {r:?}"),
-            Err(e) => e.status().expect("an error with a status").0,
+            Err(e) => e.status_and_reason().expect("an error with a status").0 .0,
         }
     }
 

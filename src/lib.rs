@@ -1,28 +1,43 @@
 //! A Server-Sent Events server for learners, built on the standard library alone.
 //!
-//! Read the modules in this order; each is one idea:
+//! Read the modules in this order; each is one idea, and each uses only modules listed before
+//! it (`tests/module_order.rs` checks that):
 //!
 //! 1. [`config`]: flags and environment variables.
-//! 2. [`http`]: reading a request head and writing a response, by hand, with hard limits.
-//! 3. [`urlencoded`]: `a=1&message=hi+there`, the format of query strings and HTML forms.
-//! 4. [`sse`]: the event-stream format: how a message becomes `data:` lines (the heart of it).
-//! 5. [`timestamp`]: RFC 3339 time for the tick events, and the HTTP `Date` format.
-//! 6. [`event_log`]: numbered broadcasts, encoded once, kept for replay.
-//! 7. [`routes`]: `GET /`, `GET /events`, `/send`, one function each.
-//! 8. [`server`]: the listening socket and one thread per connection.
-//! 9. [`fanout`]: how a broadcast reaches every socket, the simple way and the fast way.
+//! 2. [`sync`]: locks that survive a panicking thread.
+//! 3. [`timestamp`]: RFC 3339 time for the tick events, and the HTTP `Date` format.
+//! 4. [`http`]: reading a request and writing a response, by hand, with hard limits; every way a
+//!    request can go wrong, and its status.
+//! 5. [`urlencoded`]: `a=1&message=hi+there`, the format of query strings and HTML forms.
+//! 6. [`sse`]: the event-stream format: how a message becomes `data:` lines (the heart of it).
+//! 7. [`event_log`]: numbered broadcasts, encoded once, kept for replay.
+//! 8. [`ticks`]: each stream's `setInterval`: when to tick, when to send a keep-alive.
+//! 9. [`clients`]: who is connected: `clients.add(res)` and `clients.delete(res)`.
+//! 10. [`simple_fanout`]: how a broadcast reaches every socket, the simple way: each connection
+//!     thread writes its own.
+//! 11. [`writer_fanout`]: the fast way: a few writer threads write to every socket.
+//! 12. [`hub`]: the log, the fan-out and the count of streams, behind `broadcast` and `subscribe`.
+//! 13. [`stream`]: `GET /events`, from the response head until the client leaves.
+//! 14. [`routes`]: `GET /`, `/send`, `POST /drop`, and the dispatch of every request.
+//! 15. [`server`]: the listening socket and one thread per connection.
 //!
 //! `main.rs` only wires these together. Tests start a [`Server`] on port 0 in-process.
 
+pub mod clients;
 pub mod config;
 pub mod event_log;
-pub mod fanout;
 pub mod http;
+pub mod hub;
 pub mod routes;
 pub mod server;
+pub mod simple_fanout;
 pub mod sse;
+pub mod stream;
+pub mod sync;
+pub mod ticks;
 pub mod timestamp;
 pub mod urlencoded;
+pub mod writer_fanout;
 
 pub use config::{Command, Config};
 pub use server::Server;

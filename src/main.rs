@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         }
     };
     let (host, port) = (config.host.clone(), config.port);
+    let config_for_warnings = config.clone();
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(err) => {
@@ -26,7 +27,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for warning in sse_server::server::capacity_warnings(&server.shared().config) {
+    for warning in sse_server::server::capacity_warnings(&config_for_warnings) {
         eprintln!("warning: {warning}");
     }
     // The one line scripts wait for: it carries the real port (useful with PORT=0).

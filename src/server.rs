@@ -1,32 +1,26 @@
 //! The listening socket and the accept loop: one thread per connection.
 //!
-//! Node's `http.createServer(handler).listen(port)` hides an event loop; here every connection
-//! gets its own thread, which reads the request and, for `/events`, stays to write the stream.
-//! A blocked thread blocks only its own client, and the code reads top to bottom like the Node
-//! handler. The price is a thread per open stream, which is why the number of streams is capped.
+//! Node's `http.createServer(handler).listen(port)` hides an event loop: one thread runs every
+//! handler, each in turn. Here every connection gets its own thread, which reads the request and,
+//! for `/events`, stays to write the stream: a blocked thread blocks only its own client, and the
+//! code reads top to bottom like the Node handler. The price is a thread per open stream, which
+//! is why the number of streams is capped.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::event_log::EventLog;
-use crate::fanout::Fanout;
+use crate::http::{self, RequestError};
+use crate::hub::Hub;
 use crate::routes;
 
 /// Stack size of each connection thread. Rust's default is 2 MiB of address space; a connection
 /// needs a few KiB, and only the pages it touches use memory.
 pub const THREAD_STACK_BYTES: usize = 64 * 1024;
-
-/// Connections allowed beyond the client cap: page loads, `/send` calls and requests still being
-/// read. Together with the cap this bounds the number of threads. Linux counts about four memory
-/// maps per thread against `vm.max_map_count` (65,530 by default), and Rust aborts the whole
-/// process if the limit is hit while a new thread sets itself up (it maps a signal stack of its
-/// own), so the total must stay well below ~16,000.
-pub const SPARE_CONNECTIONS: usize = 1024;
 
 /// Memory maps Linux counts per thread against `vm.max_map_count`: the stack, its guard page, and
 /// the signal stack Rust sets up with its own guard page.
@@ -35,64 +29,39 @@ pub const MAPS_PER_THREAD: usize = 4;
 /// Pause after `accept()` fails (for instance, out of file descriptors) so the loop does not spin.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// State shared by all connection threads.
-pub struct Shared {
-    pub config: Config,
-    pub log: EventLog,
-    pub fanout: Fanout,
-    /// When the server started; ticks are timed from it.
-    pub started: Instant,
-    /// Open `/events` streams: the `clients` in `/send`'s answer, and what the cap limits.
-    pub clients: AtomicUsize,
-    /// Connection threads alive, streams or not.
-    connections: AtomicUsize,
-    /// Numbers connections, for thread names.
-    next_conn_id: AtomicU64,
-}
-
-impl Shared {
-    /// Broadcasts `message` to every `/events` client and returns its id: appended to the log
-    /// once, then announced to whoever writes it to the sockets.
-    pub fn broadcast(&self, message: &str) -> u64 {
-        let id = self.log.publish(message);
-        self.fanout.announce(id);
-        id
-    }
-}
+/// How long [`ServerHandle::shutdown`] waits for connection threads to end.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 
 /// A bound server, not yet accepting.
 pub struct Server {
     listener: TcpListener,
-    shared: Arc<Shared>,
+    config: Arc<Config>,
+    hub: Arc<Hub>,
+    /// Connection threads alive, streams or not.
+    connections: Arc<AtomicUsize>,
+    /// Set by [`ServerHandle::shutdown`]: the accept loop returns.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Server {
-    /// Binds `config.host:config.port` (port 0 picks a free port) and starts the broadcast writers.
+    /// Binds `config.host:config.port` (port 0 picks a free port) and starts the hub.
     ///
     /// # Errors
-    /// The address cannot be resolved, or is in use, or binding is not allowed.
+    /// The address cannot be resolved, or is in use, or binding is not allowed, or the hub's
+    /// writer threads could not start.
     pub fn bind(config: Config) -> io::Result<Server> {
         let addr = (config.host.as_str(), config.port)
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "host has no address"))?;
         let listener = TcpListener::bind(addr)?;
-        let shared = Arc::new(Shared {
-            fanout: Fanout::new(config.broadcast_writers),
-            started: Instant::now(),
-            config,
-            log: EventLog::new(),
-            clients: AtomicUsize::new(0),
-            connections: AtomicUsize::new(0),
-            next_conn_id: AtomicU64::new(1),
-        });
-        for index in 0..shared.config.broadcast_writers {
-            let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name(format!("writer-{index}"))
-                .spawn(move || shared.fanout.run_writer(index, &shared.log))?;
-        }
-        Ok(Server { listener, shared })
+        Ok(Server {
+            listener,
+            hub: Hub::start(&config)?,
+            config: Arc::new(config),
+            connections: Arc::default(),
+            stopping: Arc::default(),
+        })
     }
 
     /// The address actually bound (with the real port when port 0 was asked for).
@@ -105,7 +74,7 @@ impl Server {
     /// `http://HOST:PORT/` for the startup line: the host as configured, the port as bound (the
     /// real one when port 0 was asked for). An IPv6 address goes in brackets, as in a URL.
     pub fn url(&self) -> String {
-        let host = &self.shared.config.host;
+        let host = &self.config.host;
         let port = self.local_addr().port();
         if host.contains(':') {
             format!("http://[{host}]:{port}/")
@@ -114,24 +83,35 @@ impl Server {
         }
     }
 
-    /// The state the threads share (tests read the client count from it).
-    pub fn shared(&self) -> Arc<Shared> {
-        Arc::clone(&self.shared)
+    /// The hub (tests read the client count from it and broadcast through it).
+    pub fn hub(&self) -> Arc<Hub> {
+        Arc::clone(&self.hub)
     }
 
-    /// Runs the accept loop on a background thread (for tests and examples).
+    /// Runs the accept loop on a background thread; the handle stops it (tests, the load test).
     ///
     /// # Errors
     /// The thread could not be started.
-    pub fn spawn(self) -> io::Result<thread::JoinHandle<()>> {
-        thread::Builder::new()
+    pub fn spawn(self) -> io::Result<ServerHandle> {
+        let (addr, hub) = (self.local_addr(), self.hub());
+        let connections = Arc::clone(&self.connections);
+        let stopping = Arc::clone(&self.stopping);
+        let accept = thread::Builder::new()
             .name("accept".to_string())
-            .spawn(move || self.run())
+            .spawn(move || self.run())?;
+        Ok(ServerHandle {
+            addr,
+            hub,
+            connections,
+            stopping,
+            accept: Some(accept),
+        })
     }
 
-    /// The accept loop: takes each new connection and gives it a thread. Never returns.
+    /// The accept loop: takes each new connection and gives it a thread. Returns only after a
+    /// [`ServerHandle::shutdown`]; `cargo run` stops with Ctrl-C instead, which ends the process.
     pub fn run(self) {
-        loop {
+        while !self.stopping.load(Ordering::Acquire) {
             match self.listener.accept() {
                 Ok((stream, peer)) => self.serve(stream, peer),
                 // A connection that was reset while waiting in the queue: just take the next.
@@ -149,38 +129,104 @@ impl Server {
 
     /// Starts a thread for one connection, or turns it away with 503 if no thread can be had.
     fn serve(&self, stream: TcpStream, peer: SocketAddr) {
-        let guard = ConnectionGuard::enter(&self.shared);
-        let limit = self
-            .shared
-            .config
-            .max_clients
-            .saturating_add(SPARE_CONNECTIONS);
-        if guard.count > limit {
-            return turn_away(&stream, peer, "too many connections");
+        let guard = ConnectionGuard::enter(&self.connections);
+        if guard.count > self.config.max_connections() {
+            return turn_away(&stream, peer, &RequestError::TooManyConnections);
         }
-        let conn_id = self.shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+        let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
         // The stream is shared with the thread so that, if the thread cannot start, this loop
         // still holds it and can answer 503.
         let stream = Arc::new(stream);
         let for_thread = Arc::clone(&stream);
+        let (config, hub) = (Arc::clone(&self.config), Arc::clone(&self.hub));
         let spawned = thread::Builder::new()
             .name(format!("conn-{conn_id}"))
             .stack_size(THREAD_STACK_BYTES)
             .spawn(move || {
-                routes::handle_connection(&for_thread, peer, &guard.shared);
+                let _guard = guard;
+                set_up_socket(&for_thread, &config);
+                routes::handle_connection(&for_thread, peer, &config, &hub);
             });
         // `Builder::spawn` returns an error (where `thread::spawn` would panic) when the system
         // has no thread left to give.
         if let Err(e) = spawned {
-            turn_away(&stream, peer, &format!("cannot start a thread: {e}"));
+            turn_away(&stream, peer, &RequestError::NoThread(e.to_string()));
         }
+    }
+}
+
+/// The socket rules for every connection, in one place:
+///
+/// - **No write to a client waits longer than the write timeout.** A client that stops reading
+///   fills its socket's buffer, and then a blocking write waits; with this timeout it fails
+///   instead, and the client is dropped. (The fast fan-out makes the socket non-blocking for its
+///   writer threads, which never wait at all; when the client's own thread takes over, it writes
+///   in blocking mode under this same timeout: see `writer_fanout.rs`.)
+/// - **Every frame leaves at once.** Nagle's algorithm would hold a small write back while an
+///   earlier packet waits for its ACK; `nodelay` turns it off.
+/// - Reads get their timeout from the request's deadline (`http.rs`).
+fn set_up_socket(stream: &TcpStream, config: &Config) {
+    let _ = stream.set_write_timeout(Some(config.write_timeout));
+    let _ = stream.set_nodelay(true);
+}
+
+/// Stops a running server: see [`ServerHandle::shutdown`].
+pub struct ServerHandle {
+    addr: SocketAddr,
+    hub: Arc<Hub>,
+    connections: Arc<AtomicUsize>,
+    stopping: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The running server's hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Stops accepting, ends every stream, joins the writer threads, and waits (at most
+    /// [`SHUTDOWN_WAIT`]) for the connection threads to end. Also done on drop.
+    pub fn shutdown(&mut self) {
+        let Some(accept) = self.accept.take() else {
+            return;
+        };
+        self.stopping.store(true, Ordering::Release);
+        // `accept()` blocks; one connection of our own wakes it to see the flag.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(if wake.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, SHUTDOWN_WAIT);
+        let _ = accept.join();
+        self.hub.shutdown();
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        while self.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 
 /// Warnings about settings this machine cannot honour: more threads than `vm.max_map_count`
 /// allows, or more connections than the open-file limit (`ulimit -n`). Linux only; elsewhere none.
 pub fn capacity_warnings(config: &Config) -> Vec<String> {
-    let connections = config.max_clients.saturating_add(SPARE_CONNECTIONS);
+    let connections = config.max_connections();
     let mut warnings = Vec::new();
     let max_maps = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok();
     if let Some(max_maps) = max_maps.and_then(|v| v.trim().parse::<usize>().ok()) {
@@ -212,25 +258,25 @@ pub fn capacity_warnings(config: &Config) -> Vec<String> {
 
 /// Answers 503 without a thread of its own: the socket is switched to non-blocking so the accept
 /// loop never waits on this client; a short response fits in the socket's send buffer.
-fn turn_away(stream: &TcpStream, peer: SocketAddr, why: &str) {
-    let busy = routes::service_unavailable("server busy, try again later");
-    routes::log_error(peer, None, busy.status, why);
-    let _ = stream.set_nonblocking(true);
-    let _ = (&*stream).write_all(&busy.to_bytes(true));
+fn turn_away(stream: &TcpStream, peer: SocketAddr, err: &RequestError) {
+    if let Some(bytes) = http::logged_error_response(peer, None, err) {
+        let _ = stream.set_nonblocking(true);
+        let _ = (&*stream).write_all(&bytes);
+    }
 }
 
 /// Counts a connection while it lives; dropping it (when the thread ends) uncounts it.
 struct ConnectionGuard {
-    shared: Arc<Shared>,
+    connections: Arc<AtomicUsize>,
     /// The number of connections, this one included, when it was counted.
     count: usize,
 }
 
 impl ConnectionGuard {
-    fn enter(shared: &Arc<Shared>) -> ConnectionGuard {
-        let count = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
+    fn enter(connections: &Arc<AtomicUsize>) -> ConnectionGuard {
+        let count = connections.fetch_add(1, Ordering::AcqRel) + 1;
         ConnectionGuard {
-            shared: Arc::clone(shared),
+            connections: Arc::clone(connections),
             count,
         }
     }
@@ -238,6 +284,6 @@ impl ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        self.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }

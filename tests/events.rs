@@ -6,7 +6,7 @@ use std::io::Read;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{EventStream, TestServer, PROMPTLY};
+use common::{EventStream, TestServer, OPENING, PROMPTLY};
 
 /// An interval so long that no tick can arrive during a test: whatever arrives came at once.
 const NO_TICK_MS: u64 = 60_000;
@@ -58,12 +58,13 @@ fn events_headers_arrive_before_the_first_tick() {
 }
 
 #[test]
-fn first_frame_is_retry_3000() {
+fn stream_opens_with_one_comment_line_then_retry_3000() {
     let server = TestServer::with_interval(NO_TICK_MS);
     let mut events = EventStream::open(server.addr, &[]);
-    let mut first = [0u8; 13];
+    let mut first = vec![0u8; OPENING.len()];
     events.stream.read_exact(&mut first).unwrap();
-    assert_eq!(&first, b"retry: 3000\n\n");
+    assert_eq!(String::from_utf8(first).unwrap(), OPENING);
+    assert!(OPENING.starts_with(": ") && OPENING.matches('\n').count() == 3);
 }
 
 #[test]
@@ -123,7 +124,7 @@ fn tick_frames_are_exactly_event_and_data_with_no_id_line() {
     let mut events = EventStream::open(server.addr, &[]);
     events.next_event(PROMPTLY).expect("a tick");
     let text = String::from_utf8(events.raw.clone()).unwrap();
-    let tick = text.strip_prefix("retry: 3000\n\n").expect("retry first");
+    let tick = text.strip_prefix(OPENING).expect("comment and retry first");
     assert!(tick.starts_with("event: tick\ndata: 20"), "{tick:?}");
     assert!(tick.ends_with("Z\n\n"), "{tick:?}");
     assert!(!text.contains("id:"), "{text:?}");
@@ -162,7 +163,7 @@ fn broadcast_frame_is_id_then_data_lines_with_the_default_event_type() {
     server.send("a\nb");
     events.next_event(PROMPTLY).unwrap();
     let text = String::from_utf8(events.raw.clone()).unwrap();
-    assert_eq!(text, "retry: 3000\n\nid: 1\ndata: a\ndata: b\n\n");
+    assert_eq!(text, format!("{OPENING}id: 1\ndata: a\ndata: b\n\n"));
 }
 
 #[test]
@@ -256,14 +257,17 @@ fn replay_comes_right_after_the_retry_frame() {
     server.send("a");
     let mut events = EventStream::open(server.addr, &[("Last-Event-ID", "0")]);
     events.next_event(PROMPTLY).unwrap();
-    assert_eq!(events.raw, b"retry: 3000\n\nid: 1\ndata: a\n\n");
+    assert_eq!(
+        String::from_utf8(events.raw.clone()).unwrap(),
+        format!("{OPENING}id: 1\ndata: a\n\n")
+    );
 }
 
 #[test]
 fn history_holds_at_least_the_last_1000_broadcasts() {
     let server = TestServer::with_interval(NO_TICK_MS);
     for i in 1..=1005 {
-        server.shared.broadcast(&format!("m{i}"));
+        server.hub.broadcast(&format!("m{i}"));
     }
     let mut events = EventStream::open(server.addr, &[("Last-Event-ID", "5")]);
     for i in 6..=1005 {
@@ -282,11 +286,11 @@ fn replay_and_live_broadcasts_have_no_gap_and_no_duplicate() {
 fn replay_and_live_broadcasts_have_no_gap_and_no_duplicate_with(writers: usize) {
     let server = server_with_writers(writers, NO_TICK_MS);
     const TOTAL: u64 = 300;
-    let shared = server.shared.clone();
+    let hub = server.hub.clone();
     // Broadcasts keep coming while the client connects: some are replayed, the rest live.
     let sender = thread::spawn(move || {
         for i in 1..=TOTAL {
-            shared.broadcast(&format!("m{i}"));
+            hub.broadcast(&format!("m{i}"));
             if i % 10 == 0 {
                 thread::sleep(Duration::from_millis(1));
             }
@@ -397,7 +401,7 @@ fn client_that_stops_reading_does_not_delay_others() {
 fn flood(server: &TestServer, messages: u64, size: usize) {
     let big = "x".repeat(size);
     for _ in 0..messages {
-        server.shared.broadcast(&big);
+        server.hub.broadcast(&big);
     }
 }
 

@@ -5,20 +5,25 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sse_server::server::Shared;
+use sse_server::hub::Hub;
+use sse_server::server::ServerHandle;
 use sse_server::{Config, Server};
+
+/// What every stream starts with: one comment line, then `retry: 3000` and its blank line.
+pub const OPENING: &str = ": connected: ids count broadcasts, ticks carry none\nretry: 3000\n\n";
 
 /// Long enough for anything that should happen "at once", even on a loaded 2-core machine.
 pub const PROMPTLY: Duration = Duration::from_secs(5);
 
-/// A server running in this process on a free port.
+/// A server running in this process on a free port; stopped (threads and all) when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
-    pub shared: Arc<Shared>,
+    pub hub: Arc<Hub>,
+    /// Dropping it shuts the server down.
+    _handle: ServerHandle,
 }
 
 impl TestServer {
@@ -30,9 +35,12 @@ impl TestServer {
         };
         tweak(&mut config);
         let server = Server::bind(config).expect("bind on port 0");
-        let (addr, shared) = (server.local_addr(), server.shared());
-        server.spawn().expect("start the accept loop");
-        TestServer { addr, shared }
+        let handle = server.spawn().expect("start the accept loop");
+        TestServer {
+            addr: handle.addr(),
+            hub: Arc::clone(handle.hub()),
+            _handle: handle,
+        }
     }
 
     /// A server whose ticks come every `ms` milliseconds.
@@ -46,7 +54,7 @@ impl TestServer {
 
     /// Open `/events` streams, as the server counts them.
     pub fn clients(&self) -> usize {
-        self.shared.clients.load(Ordering::SeqCst)
+        self.hub.clients()
     }
 
     /// Waits (bounded) until the server counts `n` clients; panics if it never does.

@@ -1,0 +1,177 @@
+//! The hub: the event log, the fan-out and the count of open streams, behind two calls.
+//!
+//! Routes need only two things from the middle of the server:
+//! - [`Hub::broadcast`]: a message goes into the log (encoded once) and out to every client;
+//!   Node's `for (const res of clients) res.write(frame)`.
+//! - [`Hub::subscribe`]: a new `/events` stream takes a place (or hears "full", the 503), gets
+//!   what it missed, and joins the fan-out; its [`Subscription`] gives everything back when
+//!   dropped, like `res.on('close', () => clients.delete(res))`.
+//!
+//! The fan-out is one of two ways, chosen once when the server starts: `--broadcast-writers 0`
+//! is the simple way (`simple_fanout.rs`), anything else the fast way (`writer_fanout.rs`).
+
+use std::convert::Infallible;
+use std::io::{self, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+
+use crate::config::Config;
+use crate::event_log::{Broadcast, EventLog};
+use crate::simple_fanout::SimpleFanout;
+use crate::sync::lock;
+use crate::ticks::TickClock;
+use crate::writer_fanout::WriterFanout;
+
+/// How broadcasts reach the sockets.
+enum Fanout {
+    /// Each connection thread writes its own (`--broadcast-writers 0`).
+    Simple(SimpleFanout),
+    /// Writer threads write them (the default).
+    Writers(WriterFanout),
+}
+
+/// The state every connection thread shares: log, fan-out, and the count of open streams.
+pub struct Hub {
+    log: EventLog,
+    fanout: Fanout,
+    clock: TickClock,
+    /// Open `/events` streams: the `clients` in `/send`'s answer, and what the cap limits.
+    clients: AtomicUsize,
+    max_clients: usize,
+    /// The writer threads of the fast way, joined by [`Hub::shutdown`].
+    writers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Hub {
+    /// A hub for `config`, with its writer threads (if any) started.
+    ///
+    /// # Errors
+    /// A writer thread could not be started.
+    pub fn start(config: &Config) -> io::Result<Arc<Hub>> {
+        let fanout = match config.broadcast_writers {
+            0 => Fanout::Simple(SimpleFanout::new()),
+            writers => Fanout::Writers(WriterFanout::new(writers)),
+        };
+        let hub = Arc::new(Hub {
+            log: EventLog::new(),
+            fanout,
+            clock: TickClock::new(config.interval),
+            clients: AtomicUsize::new(0),
+            max_clients: config.max_clients,
+            writers: Mutex::default(),
+        });
+        for index in 0..config.broadcast_writers {
+            let for_thread = Arc::clone(&hub);
+            let handle = thread::Builder::new()
+                .name(format!("writer-{index}"))
+                .spawn(move || {
+                    if let Fanout::Writers(writers) = &for_thread.fanout {
+                        writers.run_writer(index, &for_thread.log);
+                    }
+                })?;
+            lock(&hub.writers).push(handle);
+        }
+        Ok(hub)
+    }
+
+    /// Broadcasts `message` to every `/events` client and returns its id: appended to the log
+    /// once, then announced to whoever writes it to the sockets.
+    pub fn broadcast(&self, message: &str) -> u64 {
+        let id = self.log.publish(message);
+        match &self.fanout {
+            Fanout::Simple(simple) => simple.announce(),
+            Fanout::Writers(writers) => writers.announce(id),
+        }
+        id
+    }
+
+    /// Open `/events` streams right now.
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Acquire)
+    }
+
+    /// A place for a new `/events` stream whose browser last saw `last_event_id`, or `None` when
+    /// [`Config::max_clients`] streams are open already.
+    pub fn subscribe(&self, last_event_id: Option<u64>) -> Option<Subscription<'_>> {
+        let before = self
+            .clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_clients).then_some(n + 1)
+            })
+            .ok()?;
+        let (replay, cursor) = self.log.start(last_event_id);
+        Some(Subscription {
+            hub: self,
+            replay,
+            cursor,
+            clients: before + 1,
+            counted: true,
+        })
+    }
+
+    /// Ends every open stream at once (`POST /drop`); returns how many. Their browsers reconnect
+    /// by themselves after `retry` ms, with `Last-Event-ID`.
+    pub fn drop_streams(&self) -> usize {
+        match &self.fanout {
+            Fanout::Simple(simple) => simple.drop_streams(),
+            Fanout::Writers(writers) => writers.drop_streams(),
+        }
+    }
+
+    /// Ends every stream and stops the writer threads (joined before this returns).
+    pub fn shutdown(&self) {
+        self.drop_streams();
+        if let Fanout::Writers(writers) = &self.fanout {
+            writers.stop();
+        }
+        for handle in lock(&self.writers).drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// One open stream's place in the hub: counted in `clients` until dropped.
+pub struct Subscription<'a> {
+    hub: &'a Hub,
+    /// Broadcasts the browser missed (after its `Last-Event-ID`), oldest first.
+    replay: Vec<Broadcast>,
+    /// The newest broadcast id when the stream started: live broadcasts are those after it.
+    cursor: u64,
+    /// Open streams, this one included, when it was counted.
+    pub clients: usize,
+    /// Still counted in `clients` (until [`Subscription::leave`] or drop).
+    counted: bool,
+}
+
+impl Subscription<'_> {
+    /// Writes the replay to `stream`, then serves it with the fan-out until a write fails (the
+    /// client left or stopped reading), it falls behind the history, or it is dropped. That error
+    /// is the only way out, hence `Infallible` for the `Ok` side.
+    pub fn run(&mut self, stream: &Arc<TcpStream>) -> io::Result<Infallible> {
+        // Replay what a reconnecting client missed, oldest first, before any live broadcast.
+        for broadcast in std::mem::take(&mut self.replay) {
+            (&**stream).write_all(&broadcast.frame)?;
+        }
+        let hub = self.hub;
+        match &hub.fanout {
+            Fanout::Simple(simple) => simple.serve(stream, self.cursor, &hub.log, hub.clock),
+            Fanout::Writers(writers) => writers.serve(stream, self.cursor, &hub.log, hub.clock),
+        }
+    }
+
+    /// Gives the place back now; returns how many streams are still open.
+    pub fn leave(mut self) -> usize {
+        self.counted = false;
+        self.hub.clients.fetch_sub(1, Ordering::AcqRel) - 1
+    }
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.hub.clients.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
