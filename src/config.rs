@@ -67,6 +67,9 @@ pub struct Config {
     pub broadcast_writers: usize,
     /// How long a client may take to send its whole request (not a flag: tests shorten it).
     pub head_timeout: Duration,
+    /// A stream with nothing written for this long gets a keep-alive comment (not a flag: the
+    /// contract fixes it at [`crate::sse::KEEP_ALIVE_AFTER`]; tests shorten it).
+    pub keep_alive: Duration,
 }
 
 impl Default for Config {
@@ -79,6 +82,7 @@ impl Default for Config {
             write_timeout: Duration::from_millis(DEFAULT_WRITE_TIMEOUT_MS),
             broadcast_writers: default_broadcast_writers(),
             head_timeout: Duration::from_millis(DEFAULT_HEAD_TIMEOUT_MS),
+            keep_alive: crate::sse::KEEP_ALIVE_AFTER,
         }
     }
 }

@@ -57,7 +57,7 @@ impl Hub {
         let hub = Arc::new(Hub {
             log: EventLog::new(),
             fanout,
-            clock: TickClock::new(config.interval),
+            clock: TickClock::new(config.interval, config.keep_alive),
             clients: AtomicUsize::new(0),
             max_clients: config.max_clients,
             writers: Mutex::default(),

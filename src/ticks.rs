@@ -21,15 +21,19 @@ pub const TICK_GRID: Duration = Duration::from_millis(10);
 #[derive(Clone, Copy, Debug)]
 pub struct TickClock {
     interval: Duration,
+    /// A stream quiet for this long gets a keep-alive comment ([`sse::KEEP_ALIVE_AFTER`]).
+    keep_alive: Duration,
     /// The grid is counted from here (the server's start).
     started: Instant,
 }
 
 impl TickClock {
-    /// A clock for ticks every `interval`, with its grid starting now.
-    pub fn new(interval: Duration) -> TickClock {
+    /// A clock for ticks every `interval`, and keep-alives after `keep_alive` of silence, with
+    /// its grid starting now.
+    pub fn new(interval: Duration, keep_alive: Duration) -> TickClock {
         TickClock {
             interval,
+            keep_alive,
             started: Instant::now(),
         }
     }
@@ -66,9 +70,9 @@ impl TickClock {
     }
 
     /// When a stream last written to at `last_write` needs a keep-alive comment, if ever: only
-    /// when ticks are further apart than [`sse::KEEP_ALIVE_AFTER`] can a stream be that quiet.
+    /// when ticks are further apart than the keep-alive delay can a stream be that quiet.
     pub fn keep_alive_due(&self, last_write: Instant) -> Option<Instant> {
-        (self.interval > sse::KEEP_ALIVE_AFTER).then(|| last_write + sse::KEEP_ALIVE_AFTER)
+        (self.interval > self.keep_alive).then(|| last_write + self.keep_alive)
     }
 }
 
@@ -135,14 +139,14 @@ mod tests {
 
     #[test]
     fn the_first_tick_is_one_interval_after_connecting() {
-        let clock = TickClock::new(Duration::from_millis(250));
+        let clock = TickClock::new(Duration::from_millis(250), sse::KEEP_ALIVE_AFTER);
         let t = Instant::now();
         assert_eq!(clock.first(t), t + Duration::from_millis(250));
     }
 
     #[test]
     fn the_schedule_does_not_drift_after_a_late_wake_up() {
-        let clock = TickClock::new(Duration::from_secs(1));
+        let clock = TickClock::new(Duration::from_secs(1), sse::KEEP_ALIVE_AFTER);
         let due = Instant::now();
         let late = due + Duration::from_millis(30);
         assert_eq!(clock.next(due, late), due + Duration::from_secs(1));
@@ -150,7 +154,7 @@ mod tests {
 
     #[test]
     fn after_a_long_block_the_next_tick_is_one_interval_from_now() {
-        let clock = TickClock::new(Duration::from_secs(1));
+        let clock = TickClock::new(Duration::from_secs(1), sse::KEEP_ALIVE_AFTER);
         let due = Instant::now();
         let much_later = due + Duration::from_secs(5);
         assert_eq!(
@@ -161,7 +165,7 @@ mod tests {
 
     #[test]
     fn wake_ups_round_up_to_the_grid_but_never_early() {
-        let clock = TickClock::new(Duration::from_secs(1));
+        let clock = TickClock::new(Duration::from_secs(1), sse::KEEP_ALIVE_AFTER);
         let due = clock.started + Duration::from_millis(1234) + Duration::from_micros(1);
         let wake = clock.wake_time(due);
         assert!(wake >= due && wake - due < TICK_GRID);
@@ -170,14 +174,14 @@ mod tests {
 
     #[test]
     fn short_intervals_tick_exactly_on_time() {
-        let clock = TickClock::new(Duration::from_millis(50));
+        let clock = TickClock::new(Duration::from_millis(50), sse::KEEP_ALIVE_AFTER);
         let due = Instant::now() + Duration::from_micros(1234);
         assert_eq!(clock.wake_time(due), due);
     }
 
     #[test]
     fn a_stream_timer_ticks_when_due_and_not_before() {
-        let clock = TickClock::new(Duration::from_millis(50));
+        let clock = TickClock::new(Duration::from_millis(50), sse::KEEP_ALIVE_AFTER);
         let start = Instant::now();
         let mut timer = StreamTimer::new(clock, start);
         assert_eq!(timer.wake_time(), start + Duration::from_millis(50));
@@ -189,7 +193,7 @@ mod tests {
 
     #[test]
     fn a_quiet_stream_gets_a_keep_alive_after_15_s_and_a_write_postpones_it() {
-        let clock = TickClock::new(Duration::from_secs(60));
+        let clock = TickClock::new(Duration::from_secs(60), sse::KEEP_ALIVE_AFTER);
         let start = Instant::now();
         let mut timer = StreamTimer::new(clock, start);
         assert_eq!(timer.wake_time(), start + sse::KEEP_ALIVE_AFTER);
@@ -204,11 +208,11 @@ mod tests {
     fn keep_alive_only_when_ticks_are_further_apart_than_15_s() {
         let now = Instant::now();
         assert_eq!(
-            TickClock::new(Duration::from_secs(1)).keep_alive_due(now),
+            TickClock::new(Duration::from_secs(1), sse::KEEP_ALIVE_AFTER).keep_alive_due(now),
             None
         );
         assert_eq!(
-            TickClock::new(Duration::from_secs(60)).keep_alive_due(now),
+            TickClock::new(Duration::from_secs(60), sse::KEEP_ALIVE_AFTER).keep_alive_due(now),
             Some(now + sse::KEEP_ALIVE_AFTER)
         );
     }

@@ -275,3 +275,166 @@ impl WriterClient {
         self.client.owner.unpark();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event_log::HISTORY_LEN;
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    /// A client on a non-blocking server-side socket, and the far end (the "browser").
+    fn client(cursor: u64) -> (Arc<WriterClient>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let far = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (near, _) = listener.accept().unwrap();
+        near.set_nonblocking(true).unwrap();
+        near.set_write_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let client = WriterClient::new(Arc::new(near), cursor, Instant::now());
+        (Arc::new(client), far)
+    }
+
+    /// A log holding `messages`, and all of its broadcasts.
+    fn log_with(messages: &[&str]) -> (EventLog, Vec<Broadcast>) {
+        let log = EventLog::new();
+        for message in messages {
+            log.publish(message);
+        }
+        let mut news = Vec::new();
+        log.after(0, &mut news);
+        (log, news)
+    }
+
+    /// Reads exactly `len` bytes from the far end.
+    fn receive(far: &mut TcpStream, len: usize) -> Vec<u8> {
+        far.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut bytes = vec![0u8; len];
+        far.read_exact(&mut bytes).unwrap();
+        bytes
+    }
+
+    /// Fills the socket's send buffer until a write would block.
+    fn fill(client: &WriterClient) {
+        let junk = [0u8; 64 * 1024];
+        while (&*client.client.stream).write(&junk).is_ok() {}
+    }
+
+    #[test]
+    fn a_writer_writes_the_news_and_keeps_the_client() {
+        let (client, mut far) = client(0);
+        let (_log, news) = log_with(&["a", "b"]);
+        client.write_news(&news, Instant::now());
+        let state = lock(&client.state);
+        assert_eq!((state.cursor, state.writers_may_write), (2, true));
+        assert_eq!(
+            receive(&mut far, 30),
+            b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"
+        );
+    }
+
+    #[test]
+    fn a_partial_write_leaves_the_rest_to_the_owner_who_finishes_it() {
+        let (client, mut far) = client(0);
+        let big = "x".repeat(16 * 1024 * 1024);
+        let (log, news) = log_with(&[&big]);
+        client.write_news(&news, Instant::now());
+        {
+            let state = lock(&client.state);
+            let (frame, written) = state.pending.as_ref().expect("a frame left half written");
+            assert!(*written > 0 && *written < frame.len());
+            assert_eq!((state.cursor, state.writers_may_write), (1, false));
+        }
+        let len = news[0].frame.len();
+        let reader = thread::spawn(move || receive(&mut far, len));
+        client.catch_up(&log, None).unwrap();
+        assert_eq!(
+            reader.join().unwrap(),
+            &*news[0].frame,
+            "every byte, in order"
+        );
+        assert!(lock(&client.state).writers_may_write);
+    }
+
+    #[test]
+    fn a_full_socket_hands_the_client_back_without_writing() {
+        let (client, _far) = client(0);
+        fill(&client);
+        let (_log, news) = log_with(&["a"]);
+        client.write_news(&news, Instant::now());
+        let state = lock(&client.state);
+        assert_eq!((state.cursor, state.writers_may_write), (0, false));
+        assert!(state.pending.is_none());
+    }
+
+    #[test]
+    fn a_handed_back_client_gets_no_more_writes_until_its_owner_caught_up() {
+        let (client, mut far) = client(0);
+        let (log, news) = log_with(&["a", "b"]);
+        lock(&client.state).writers_may_write = false;
+        client.write_news(&news[..1], Instant::now());
+        assert_eq!(lock(&client.state).cursor, 0, "the writer kept off");
+        client.catch_up(&log, None).unwrap();
+        assert_eq!(
+            receive(&mut far, 30),
+            b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"
+        );
+        assert_eq!(lock(&client.state).cursor, 2);
+        assert!(lock(&client.state).writers_may_write);
+    }
+
+    #[test]
+    fn a_writer_never_waits_while_the_owner_holds_the_lock() {
+        let (client, _far) = client(0);
+        let (_log, news) = log_with(&["a"]);
+        let held = lock(&client.state);
+        let writer_side = Arc::clone(&client);
+        let writer = thread::spawn(move || writer_side.write_news(&news, Instant::now()));
+        let started = Instant::now();
+        while !writer.is_finished() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the writer waited"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(held.cursor, 0, "nothing written behind the owner's back");
+    }
+
+    #[test]
+    fn a_failed_write_is_reported_by_the_owner() {
+        let (client, far) = client(0);
+        drop(far);
+        let (log, news) = log_with(&["a"]);
+        // The first write after the far end closed may still be accepted; a later one fails.
+        for _ in 0..100 {
+            client.write_news(&news, Instant::now());
+            if lock(&client.state).failed.is_some() {
+                break;
+            }
+            lock(&client.state).cursor = 0;
+            lock(&client.state).writers_may_write = true;
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            lock(&client.state).failed.is_some(),
+            "the writer saw the error"
+        );
+        assert!(client.catch_up(&log, None).is_err());
+    }
+
+    #[test]
+    fn a_client_behind_the_history_is_ended_not_skipped() {
+        let (client, _far) = client(0);
+        let log = EventLog::new();
+        for i in 0..HISTORY_LEN + 3 {
+            log.publish(&i.to_string());
+        }
+        let err = client.catch_up(&log, None).unwrap_err();
+        assert!(
+            err.to_string().starts_with("fell behind: 3 broadcasts"),
+            "{err}"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use common::{EventStream, TestServer, OPENING, PROMPTLY};
 /// An interval so long that no tick can arrive during a test: whatever arrives came at once.
 const NO_TICK_MS: u64 = 60_000;
 
-/// Both ways of getting broadcasts to sockets (see `src/fanout.rs`): each connection thread
+/// Both ways of getting broadcasts to sockets (see `src/simple_fanout.rs` and `src/writer_fanout.rs`): each connection thread
 /// writing its own (0 writers), and writer threads.
 const FANOUT_MODES: [usize; 2] = [0, 2];
 
@@ -491,4 +491,60 @@ fn events_answers_http_1_0_clients_too() {
     let mut buf = [0u8; 256];
     let n = stream.read(&mut buf).unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
+}
+
+/// A server whose streams get a keep-alive comment after `keep_alive_ms` of silence.
+fn server_with_keep_alive(writers: usize, interval_ms: u64, keep_alive_ms: u64) -> TestServer {
+    TestServer::start(|c| {
+        c.broadcast_writers = writers;
+        c.interval = Duration::from_millis(interval_ms);
+        c.keep_alive = Duration::from_millis(keep_alive_ms);
+    })
+}
+
+#[test]
+fn a_stream_silent_for_the_keep_alive_delay_gets_a_keep_alive_comment() {
+    for writers in FANOUT_MODES {
+        let server = server_with_keep_alive(writers, NO_TICK_MS, 150);
+        let mut events = EventStream::open(server.addr, &[]);
+        let opened = Instant::now();
+        assert!(
+            events.wait_for_raw(b"\n: keep-alive\n\n", PROMPTLY),
+            "writers {writers}"
+        );
+        assert!(
+            opened.elapsed() >= Duration::from_millis(140),
+            "not before the delay"
+        );
+        // A comment fires nothing: the browser sees no event.
+        server.send("after");
+        let event = events.next_event(PROMPTLY).unwrap();
+        assert_eq!(event.data, "after", "writers {writers}");
+    }
+}
+
+#[test]
+fn a_broadcast_postpones_the_keep_alive() {
+    for writers in FANOUT_MODES {
+        let server = server_with_keep_alive(writers, NO_TICK_MS, 400);
+        let mut events = EventStream::open(server.addr, &[]);
+        thread::sleep(Duration::from_millis(250));
+        server.send("news");
+        let sent = Instant::now();
+        assert!(events.wait_for_raw(b": keep-alive\n", PROMPTLY));
+        assert!(
+            sent.elapsed() >= Duration::from_millis(350),
+            "writers {writers}: keep-alive only after 400 ms with nothing written"
+        );
+    }
+}
+
+#[test]
+fn streams_with_ticks_more_often_than_the_keep_alive_delay_get_no_keep_alive() {
+    let server = server_with_keep_alive(2, 50, 100);
+    let mut events = EventStream::open(server.addr, &[]);
+    for _ in 0..6 {
+        assert_eq!(events.next_event(PROMPTLY).unwrap().kind, "tick");
+    }
+    assert!(!String::from_utf8_lossy(&events.raw).contains("keep-alive"));
 }

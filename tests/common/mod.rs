@@ -252,6 +252,17 @@ impl EventStream {
         }
     }
 
+    /// Reads until the raw body contains `bytes`; false if it does not within `within`.
+    pub fn wait_for_raw(&mut self, bytes: &[u8], within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while !self.raw.windows(bytes.len()).any(|w| w == bytes) {
+            if !self.fill(deadline) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// The next complete line (without its line end), or None if none is complete yet.
     fn take_line(&mut self) -> Option<String> {
         // An LF right after a CR that ended the previous line belongs to that line end, even
