@@ -88,7 +88,7 @@ fn ticks_come_every_interval_as_tick_events_with_an_rfc3339_utc_time() {
         times.windows(2).all(|w| w[0] < w[1]),
         "time moves forward: {times:?}"
     );
-    assert_eq!(events.reconnection_time, Some(3000));
+    assert_eq!(events.parser.reconnection_time, Some(3000));
 }
 
 /// Milliseconds since midnight of an RFC 3339 time (`...T16:39:35.001Z`).
@@ -200,7 +200,7 @@ fn message_cannot_inject_an_event_or_id_line() {
     assert_eq!(event.kind, "message");
     assert_eq!(event.last_event_id, id.to_string());
     assert_eq!(event.data, "x\n\nevent: tick\nid: 999\nretry: 1\n\ndata: y");
-    assert_eq!(events.reconnection_time, Some(3000));
+    assert_eq!(events.parser.reconnection_time, Some(3000));
 }
 
 #[test]

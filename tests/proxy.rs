@@ -18,7 +18,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{json_number, TestServer, PROMPTLY};
+use common::{json_number, Event, SseParser, TestServer, PROMPTLY};
 
 /// Ticks this often in the tests that watch ticks: several fit in a second.
 const TICK_MS: u64 = 400;
@@ -232,22 +232,16 @@ fn free_port() -> u16 {
 // ---------------------------------------------------------------------------------------------
 // curl as the browser: the response read as it arrives, frame by frame.
 
-/// One event-stream frame (the lines up to a blank line), fields as sent.
-#[derive(Debug, Default)]
-struct Frame {
-    event: Option<String>,
-    id: Option<String>,
-    data: Vec<String>,
-}
-
 /// `curl --http2 -k -N -s -i URL` running, its stdout read on a thread; killed on drop.
 struct Curl {
     child: Child,
     chunks: Receiver<Vec<u8>>,
-    /// Bytes received and not yet taken as head or frame.
+    /// Bytes received before the end of the head.
     unread: Vec<u8>,
     /// The response head as curl prints it (`-i`), status line included.
     head: String,
+    /// The body, read as a browser would.
+    parser: SseParser,
 }
 
 impl Curl {
@@ -277,6 +271,7 @@ impl Curl {
             chunks,
             unread: Vec::new(),
             head: String::new(),
+            parser: SseParser::new(),
         };
         let deadline = Instant::now() + PROMPTLY;
         let end = loop {
@@ -290,15 +285,22 @@ impl Curl {
             );
         };
         curl.head = String::from_utf8(curl.unread.drain(..end).collect()).expect("an ASCII head");
+        let body_start = std::mem::take(&mut curl.unread);
+        curl.parser.feed(&body_start);
         curl
     }
 
-    /// Waits for more output until `deadline`; false on timeout or end of output.
+    /// Waits for more output until `deadline`; false on timeout or end of output. Before the
+    /// head is complete it collects bytes; after, it feeds the parser.
     fn fill(&mut self, deadline: Instant) -> bool {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.chunks.recv_timeout(left) {
-            Ok(chunk) => {
+            Ok(chunk) if self.head.is_empty() => {
                 self.unread.extend_from_slice(&chunk);
+                true
+            }
+            Ok(chunk) => {
+                self.parser.feed(&chunk);
                 true
             }
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => false,
@@ -317,41 +319,15 @@ impl Curl {
         })
     }
 
-    /// The next frame, within `within`. The server ends lines with LF only.
-    fn next_frame(&mut self, within: Duration) -> Option<Frame> {
+    /// The next event a browser would dispatch, within `within`.
+    fn next_event(&mut self, within: Duration) -> Option<Event> {
         let deadline = Instant::now() + within;
-        let end = loop {
-            if let Some(i) = find(&self.unread, b"\n\n") {
-                break i + 2;
+        loop {
+            if let Some(event) = self.parser.next_event() {
+                return Some(event);
             }
             if !self.fill(deadline) {
                 return None;
-            }
-        };
-        let text = String::from_utf8(self.unread.drain(..end).collect()).expect("UTF-8 frames");
-        let mut frame = Frame::default();
-        for line in text
-            .lines()
-            .filter(|l| !l.is_empty() && !l.starts_with(':'))
-        {
-            let (field, value) = line.split_once(": ").unwrap_or((line, ""));
-            match field {
-                "event" => frame.event = Some(value.to_string()),
-                "id" => frame.id = Some(value.to_string()),
-                "data" => frame.data.push(value.to_string()),
-                _ => {}
-            }
-        }
-        Some(frame)
-    }
-
-    /// The next frame with data (what a browser dispatches as an event), within `within`.
-    fn next_event(&mut self, within: Duration) -> Option<Frame> {
-        let deadline = Instant::now() + within;
-        loop {
-            let frame = self.next_frame(deadline.saturating_duration_since(Instant::now()))?;
-            if !frame.data.is_empty() {
-                return Some(frame);
             }
         }
     }
@@ -411,15 +387,15 @@ fn events_through_nginx_negotiate_http2_and_stream_ticks() {
     // The client accepted gzip; the stream must come uncompressed all the same.
     assert_eq!(events.header("content-encoding"), None, "{}", events.head);
 
-    let first = events.next_frame(PROMPTLY).expect("the retry frame");
-    assert!(first.data.is_empty(), "{first:?}");
     // Two ticks, each within a few intervals of the last: passed on one by one, not buffered.
     for n in 1..=2 {
         let tick = events
             .next_event(3 * interval)
             .unwrap_or_else(|| panic!("tick {n} within 3 intervals:\n{}", proxy.log()));
-        assert_eq!(tick.event.as_deref(), Some("tick"), "{tick:?}");
+        assert_eq!(tick.kind, "tick", "{tick:?}");
     }
+    // The retry frame came first, and fired nothing.
+    assert_eq!(events.parser.reconnection_time, Some(3000));
 }
 
 #[test]
@@ -445,9 +421,9 @@ fn broadcast_posted_through_nginx_reaches_an_http2_stream_at_once() {
     let event = events
         .next_event(Duration::from_millis(QUIET_TICK_MS / 2))
         .unwrap_or_else(|| panic!("the broadcast within half an interval:\n{}", proxy.log()));
-    assert_eq!(event.event, None, "a message, not a tick: {event:?}");
-    assert_eq!(event.id.as_deref(), Some("1"));
-    assert_eq!(event.data, ["through nginx"]);
+    assert_eq!(event.kind, "message", "a message, not a tick: {event:?}");
+    assert_eq!(event.last_event_id, "1");
+    assert_eq!(event.data, "through nginx");
     assert!(sent_at.elapsed() < Duration::from_millis(QUIET_TICK_MS / 2));
 }
 

@@ -168,21 +168,138 @@ pub struct Event {
     pub last_event_id: String,
 }
 
-/// A `GET /events` connection read through the HTML spec's parsing rules (§9.2.6).
+/// The HTML spec's event-stream parser ("interpreting an event stream", §9.2.6), fed bytes as
+/// they arrive: what a browser's `EventSource` would dispatch, event by event. Every test that
+/// reads a stream (directly, or through nginx and curl) reads it with this.
+#[derive(Default)]
+pub struct SseParser {
+    /// Bytes received and not yet split into lines.
+    unread: Vec<u8>,
+    /// No byte seen yet: a leading U+FEFF BOM is still to be stripped.
+    started: bool,
+    /// A CR ended the last line; an LF right after it belongs to the same line end.
+    after_cr: bool,
+    // The parser's buffers, named as in the spec.
+    data: String,
+    event_type: String,
+    last_event_id: String,
+    /// The last valid `retry:` value, in ms.
+    pub reconnection_time: Option<u64>,
+}
+
+impl SseParser {
+    pub fn new() -> SseParser {
+        SseParser::default()
+    }
+
+    /// Adds bytes as they arrived (a read may end anywhere, even inside a line or a CRLF).
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.unread.extend_from_slice(bytes);
+        if !self.started && !self.unread.is_empty() {
+            // One leading BOM is stripped (spec: the stream may start with U+FEFF); only one.
+            if self.unread.starts_with("\u{feff}".as_bytes()) {
+                self.unread.drain(..3);
+            } else if "\u{feff}".as_bytes().starts_with(&self.unread) {
+                return; // maybe a BOM cut in the middle: wait for more
+            }
+            self.started = true;
+        }
+    }
+
+    /// The next event the bytes fed so far complete, if any.
+    pub fn next_event(&mut self) -> Option<Event> {
+        if !self.started {
+            return None;
+        }
+        while let Some(line) = self.take_line() {
+            if let Some(event) = self.process_line(&line) {
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    /// The next complete line (without its line end), or None if none is complete yet.
+    fn take_line(&mut self) -> Option<String> {
+        // An LF right after a CR that ended the previous line belongs to that line end, even
+        // if it arrives in a later read.
+        if self.after_cr {
+            match self.unread.first() {
+                None => return None,
+                Some(b'\n') => {
+                    self.unread.remove(0);
+                }
+                Some(_) => {}
+            }
+            self.after_cr = false;
+        }
+        let end = self.unread.iter().position(|&b| b == b'\n' || b == b'\r')?;
+        let line = String::from_utf8(self.unread[..end].to_vec()).expect("the stream is UTF-8");
+        self.after_cr = self.unread[end] == b'\r';
+        self.unread.drain(..=end);
+        Some(line)
+    }
+
+    /// One line: a blank line dispatches, a colon first is a comment, else `field: value`.
+    fn process_line(&mut self, line: &str) -> Option<Event> {
+        if line.is_empty() {
+            return self.dispatch();
+        }
+        if line.starts_with(':') {
+            return None; // a comment
+        }
+        // No colon: the whole line is the field name, with an empty value. After the colon,
+        // exactly one space is stripped.
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        // Field names are compared exactly: `Data:` is not `data:`.
+        match field {
+            "event" => self.event_type = value.to_string(),
+            "data" => {
+                self.data.push_str(value);
+                self.data.push('\n');
+            }
+            // An id with a NUL is ignored; an empty one resets the last event id.
+            "id" if !value.contains('\0') => self.last_event_id = value.to_string(),
+            // ASCII digits only; anything else is ignored.
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                self.reconnection_time = value.parse().ok()
+            }
+            _ => {} // unknown fields are ignored
+        }
+        None
+    }
+
+    /// The blank line: fire the event if there is data, then reset the buffers.
+    fn dispatch(&mut self) -> Option<Event> {
+        let kind = std::mem::take(&mut self.event_type);
+        if self.data.is_empty() {
+            return None;
+        }
+        let mut data = std::mem::take(&mut self.data);
+        data.pop(); // the LF after the last data line
+        Some(Event {
+            kind: if kind.is_empty() {
+                "message".to_string()
+            } else {
+                kind
+            },
+            data,
+            last_event_id: self.last_event_id.clone(),
+        })
+    }
+}
+
+/// A `GET /events` connection read through the spec's parser ([`SseParser`]).
 pub struct EventStream {
     pub stream: TcpStream,
     /// The response head as received, status line included.
     pub head: String,
     /// Every body byte received so far.
     pub raw: Vec<u8>,
-    unread: Vec<u8>,
-    // The parser's buffers, named as in the spec.
-    data: String,
-    event_type: String,
-    last_event_id: String,
-    pub reconnection_time: Option<u64>,
-    /// A CR ended the last line; an LF right after it belongs to the same line end.
-    after_cr: bool,
+    pub parser: SseParser,
 }
 
 impl EventStream {
@@ -213,12 +330,7 @@ impl EventStream {
             stream,
             head: String::from_utf8(received).expect("an ASCII head"),
             raw: Vec::new(),
-            unread: Vec::new(),
-            data: String::new(),
-            event_type: String::new(),
-            last_event_id: String::new(),
-            reconnection_time: None,
-            after_cr: false,
+            parser: SseParser::new(),
         }
     }
 
@@ -246,7 +358,7 @@ impl EventStream {
             Ok(0) | Err(_) => false,
             Ok(n) => {
                 self.raw.extend_from_slice(&buf[..n]);
-                self.unread.extend_from_slice(&buf[..n]);
+                self.parser.feed(&buf[..n]);
                 true
             }
         }
@@ -263,35 +375,12 @@ impl EventStream {
         true
     }
 
-    /// The next complete line (without its line end), or None if none is complete yet.
-    fn take_line(&mut self) -> Option<String> {
-        // An LF right after a CR that ended the previous line belongs to that line end, even
-        // if it arrives in a later read.
-        if self.after_cr {
-            match self.unread.first() {
-                None => return None,
-                Some(b'\n') => {
-                    self.unread.remove(0);
-                }
-                Some(_) => {}
-            }
-            self.after_cr = false;
-        }
-        let end = self.unread.iter().position(|&b| b == b'\n' || b == b'\r')?;
-        let line = String::from_utf8(self.unread[..end].to_vec()).expect("the stream is UTF-8");
-        self.after_cr = self.unread[end] == b'\r';
-        self.unread.drain(..=end);
-        Some(line)
-    }
-
     /// The next event the browser would dispatch, within `within`; None if none arrives.
     pub fn next_event(&mut self, within: Duration) -> Option<Event> {
         let deadline = Instant::now() + within;
         loop {
-            while let Some(line) = self.take_line() {
-                if let Some(event) = self.process_line(&line) {
-                    return Some(event);
-                }
+            if let Some(event) = self.parser.next_event() {
+                return Some(event);
             }
             if !self.fill(deadline) {
                 return None;
@@ -310,49 +399,25 @@ impl EventStream {
         }
     }
 
-    /// "Interpreting an event stream": one line at a time.
-    fn process_line(&mut self, line: &str) -> Option<Event> {
-        if line.is_empty() {
-            return self.dispatch();
-        }
-        if line.starts_with(':') {
-            return None; // a comment
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
-        };
-        match field {
-            "event" => self.event_type = value.to_string(),
-            "data" => {
-                self.data.push_str(value);
-                self.data.push('\n');
+    /// Whether the server closed the stream within `within` (reads until end of stream).
+    pub fn closed_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
             }
-            "id" if !value.contains('\0') => self.last_event_id = value.to_string(),
-            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                self.reconnection_time = value.parse().ok()
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let mut buf = [0u8; 16 * 1024];
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    self.raw.extend_from_slice(&buf[..n]);
+                    self.parser.feed(&buf[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
             }
-            _ => {} // unknown fields are ignored
         }
-        None
-    }
-
-    /// The blank line: fire the event if there is data, then reset the buffers.
-    fn dispatch(&mut self) -> Option<Event> {
-        let kind = std::mem::take(&mut self.event_type);
-        if self.data.is_empty() {
-            return None;
-        }
-        let mut data = std::mem::take(&mut self.data);
-        data.pop(); // the LF after the last data line
-        Some(Event {
-            kind: if kind.is_empty() {
-                "message".to_string()
-            } else {
-                kind
-            },
-            data,
-            last_event_id: self.last_event_id.clone(),
-        })
     }
 }
