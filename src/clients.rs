@@ -117,6 +117,13 @@ pub struct Place<'a, T> {
     client: Arc<T>,
 }
 
+impl<T> Place<'_, T> {
+    /// The group the client was dealt to.
+    pub fn group(&self) -> usize {
+        self.group
+    }
+}
+
 impl<T> Drop for Place<'_, T> {
     fn drop(&mut self) {
         let mut group = lock(&self.roster.groups[self.group]);

@@ -3,19 +3,20 @@
 //! Read the modules in this order; each is one idea, and each uses only modules listed before
 //! it (`tests/module_order.rs` checks that):
 //!
-//! 1. [`config`]: flags and environment variables.
-//! 2. [`sync`]: locks that survive a panicking thread.
-//! 3. [`timestamp`]: RFC 3339 time for the tick events, and the HTTP `Date` format.
-//! 4. [`http`]: reading a request and writing a response, by hand, with hard limits; every way a
+//! 1. [`sse`]: the event-stream format: how a message becomes `data:` lines (the heart of it).
+//! 2. [`config`]: flags and environment variables.
+//! 3. [`sync`]: locks that survive a panicking thread.
+//! 4. [`timestamp`]: RFC 3339 time for the tick events, and the HTTP `Date` format.
+//! 5. [`http`]: reading a request and writing a response, by hand, with hard limits; every way a
 //!    request can go wrong, and its status.
-//! 5. [`urlencoded`]: `a=1&message=hi+there`, the format of query strings and HTML forms.
-//! 6. [`sse`]: the event-stream format: how a message becomes `data:` lines (the heart of it).
+//! 6. [`urlencoded`]: `a=1&message=hi+there`, the format of query strings and HTML forms.
 //! 7. [`event_log`]: numbered broadcasts, encoded once, kept for replay.
 //! 8. [`ticks`]: each stream's `setInterval`: when to tick, when to send a keep-alive.
 //! 9. [`clients`]: who is connected: `clients.add(res)` and `clients.delete(res)`.
 //! 10. [`simple_fanout`]: how a broadcast reaches every socket, the simple way: each connection
 //!     thread writes its own.
-//! 11. [`writer_fanout`]: the fast way: a few writer threads write to every socket.
+//! 11. [`writer_fanout`]: the fast way: a few writer threads write broadcasts and ticks to every
+//!     socket.
 //! 12. [`hub`]: the log, the fan-out and the count of streams, behind `broadcast` and `subscribe`.
 //! 13. [`stream`]: `GET /events`, from the response head until the client leaves.
 //! 14. [`routes`]: `GET /`, `/send`, `POST /drop`, and the dispatch of every request.

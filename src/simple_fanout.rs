@@ -89,7 +89,7 @@ impl SimpleFanout {
             }
             // Node's `setInterval` callback: the tick (or a keep-alive comment) when it is time.
             if let Some(frame) = timer.frame_due(now) {
-                out.write_all(&frame)?;
+                out.write_all(&frame.encode())?;
             }
             // Sleep until the timer's next moment, or until `announce` (or a drop) wakes us.
             thread::park_timeout(timer.wake_time().saturating_duration_since(Instant::now()));

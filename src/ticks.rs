@@ -76,6 +76,25 @@ impl TickClock {
     }
 }
 
+/// What a stream's timer asks to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerFrame {
+    /// `event: tick` with the time now.
+    Tick,
+    /// `: keep-alive`, after a silence.
+    KeepAlive,
+}
+
+impl TimerFrame {
+    /// The frame's bytes; a tick carries the time of this call.
+    pub fn encode(self) -> Vec<u8> {
+        match self {
+            TimerFrame::Tick => sse::tick_frame(&timestamp::now()),
+            TimerFrame::KeepAlive => sse::keep_alive_frame(),
+        }
+    }
+}
+
 /// One stream's timer: when its next tick is due, and when it was last written to (for the
 /// keep-alive). Its own thread asks it what to write, and how long to sleep.
 #[derive(Clone, Copy, Debug)]
@@ -102,19 +121,19 @@ impl StreamTimer {
         self.last_write = self.last_write.max(at);
     }
 
-    /// The frame the stream's own thread must write at `now`, if any: the tick once it is due,
-    /// else the keep-alive comment once the stream has been quiet for [`sse::KEEP_ALIVE_AFTER`].
-    /// It counts as written.
-    pub fn frame_due(&mut self, now: Instant) -> Option<Vec<u8>> {
+    /// What must be written to the stream at `now`, if anything: the tick once it is due, else
+    /// the keep-alive comment once the stream has been quiet for the keep-alive delay. Either
+    /// counts as written.
+    pub fn frame_due(&mut self, now: Instant) -> Option<TimerFrame> {
         let frame = if now >= self.clock.wake_time(self.due) {
             self.due = self.clock.next(self.due, now);
-            sse::tick_frame(&timestamp::now())
+            TimerFrame::Tick
         } else if self
             .clock
             .keep_alive_due(self.last_write)
-            .is_some_and(|t| t <= now)
+            .is_some_and(|at| at <= now)
         {
-            sse::keep_alive_frame()
+            TimerFrame::KeepAlive
         } else {
             return None;
         };
@@ -187,7 +206,8 @@ mod tests {
         assert_eq!(timer.wake_time(), start + Duration::from_millis(50));
         assert_eq!(timer.frame_due(start + Duration::from_millis(49)), None);
         let tick = timer.frame_due(start + Duration::from_millis(50)).unwrap();
-        assert!(tick.starts_with(b"event: tick\n"));
+        assert_eq!(tick, TimerFrame::Tick);
+        assert!(tick.encode().starts_with(b"event: tick\n"));
         assert_eq!(timer.wake_time(), start + Duration::from_millis(100));
     }
 
@@ -200,7 +220,8 @@ mod tests {
         timer.wrote(start + Duration::from_secs(10));
         assert_eq!(timer.frame_due(start + sse::KEEP_ALIVE_AFTER), None);
         let at = start + Duration::from_secs(25);
-        assert_eq!(timer.frame_due(at), Some(sse::keep_alive_frame()));
+        assert_eq!(timer.frame_due(at), Some(TimerFrame::KeepAlive));
+        assert_eq!(TimerFrame::KeepAlive.encode(), sse::keep_alive_frame());
         assert_eq!(timer.wake_time(), at + sse::KEEP_ALIVE_AFTER);
     }
 

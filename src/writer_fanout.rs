@@ -1,48 +1,100 @@
-//! The fast fan-out (the default): a few *writer* threads write each broadcast to every socket.
+//! The fast fan-out (the default): a few *writer* threads write every broadcast and every tick
+//! to every socket.
 //!
-//! Read `simple_fanout.rs` first: there each connection thread writes its own broadcasts, which
-//! costs two thread switches per client per broadcast. Here one writer thread per core writes a
-//! broadcast to its share of the clients, one socket after another, with no thread switch in
-//! between.
+//! Read `simple_fanout.rs` first: there each connection thread writes its own broadcasts and its
+//! own ticks, so every broadcast and every tick costs a thread switch per client (at 10,000
+//! clients, 10,000 wake-ups a second just for ticks). Here one writer thread per core does that
+//! work for its share of the clients, one socket after another, with no thread switch in
+//! between:
+//!
+//! - **Broadcasts**: the sender appends to the log and wakes the writers; each writes the new
+//!   frames (encoded once, shared) to its clients.
+//! - **Ticks**: each writer keeps its clients in a queue ordered by when their next tick is due
+//!   (on the 10 ms grid of `ticks.rs`, so many fall due together). When a grid step comes, it
+//!   encodes one tick frame and writes it to every client due then.
 //!
 //! For that the sockets are non-blocking: a write that would block returns at once with
 //! `WouldBlock` instead of waiting. The writer then *hands the client back* to its own connection
 //! thread and moves on; that thread finishes the write in blocking mode, bounded by the write
 //! timeout (see `server.rs`). So the rule of the simple way still holds: only a client's own
-//! thread ever waits for that client, and a stuck client delays nobody else.
+//! thread ever waits for that client, and a stuck client delays nobody else. The connection
+//! thread has nothing else to do: it sleeps until it is handed something.
 //!
 //! Every write to a client's socket happens under that client's `state` lock, so frames never
 //! interleave, and a writer never *waits* for that lock (it uses `try_lock`).
 
+use std::cmp::{Ordering as ByTime, Reverse};
+use std::collections::BinaryHeap;
 use std::convert::Infallible;
 use std::io::{self, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::clients::{fell_behind, Client, Roster};
 use crate::event_log::{Broadcast, EventLog};
 use crate::sync::lock;
-use crate::ticks::{StreamTimer, TickClock};
+use crate::ticks::{StreamTimer, TickClock, TimerFrame};
 
-/// The clients, and what the writer threads need to find news for them.
+/// The clients, and what the writer threads need to find work for them.
 pub struct WriterFanout {
     /// One group of clients per writer.
     clients: Roster<WriterClient>,
-    /// Writer threads wait here for the next broadcast; the value is the newest id announced.
+    /// One tick queue per writer: its clients, soonest due first.
+    schedules: Vec<Mutex<BinaryHeap<Reverse<Due>>>>,
+    /// Writers wait here for the next broadcast (or their next tick); the value is the newest
+    /// broadcast id announced.
     announced: Mutex<u64>,
     wakeup: Condvar,
     /// Set by [`WriterFanout::stop`]: the writers return.
     stopping: AtomicBool,
 }
 
+/// One client's place in a writer's tick queue.
+struct Due {
+    /// When the writer should look at this client again (the timer's wake time).
+    at: Instant,
+    timer: StreamTimer,
+    client: Arc<WriterClient>,
+}
+
+// The queue orders entries by `at` alone.
+impl PartialEq for Due {
+    fn eq(&self, other: &Due) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Due) -> Option<ByTime> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Due) -> ByTime {
+        self.at.cmp(&other.at)
+    }
+}
+
 /// One client, as the writers and its own thread share it.
 struct WriterClient {
     client: Client,
     state: Mutex<State>,
+    /// A timer frame a writer could not write (see [`OWED_NONE`]); its thread writes it.
+    owed: AtomicU8,
+    /// When the client was created; `last_write` counts from here.
+    born: Instant,
+    /// Nanoseconds after `born` of the last complete write: for the keep-alive, read by writers
+    /// without taking the lock.
+    last_write: AtomicU64,
 }
+
+/// Values of [`WriterClient::owed`]: nothing, a tick, a keep-alive.
+const OWED_NONE: u8 = 0;
+const OWED_TICK: u8 = 1;
+const OWED_KEEP_ALIVE: u8 = 2;
 
 struct State {
     /// Id of the last broadcast written to this client.
@@ -54,8 +106,15 @@ struct State {
     writers_may_write: bool,
     /// The error a writer got: the client is gone, and its thread reports it.
     failed: Option<io::Error>,
-    /// When a writer last wrote to this client (for its thread's keep-alive timer).
-    last_write: Instant,
+}
+
+/// What a writer's write attempt came to.
+enum Wrote {
+    All,
+    /// The socket was full, or the client is its own thread's for now: nothing written.
+    Nothing,
+    /// Some bytes went out, or the write failed: the client is handed back either way.
+    HandedBack,
 }
 
 impl WriterFanout {
@@ -63,6 +122,7 @@ impl WriterFanout {
     pub fn new(writers: usize) -> WriterFanout {
         WriterFanout {
             clients: Roster::new(writers),
+            schedules: (0..writers.max(1)).map(|_| Mutex::default()).collect(),
             announced: Mutex::new(0),
             wakeup: Condvar::new(),
             stopping: AtomicBool::new(false),
@@ -94,39 +154,92 @@ impl WriterFanout {
         self.wakeup.notify_all();
     }
 
-    /// The loop of writer number `index`: wait for news, write it to this writer's clients.
-    /// Returns after [`WriterFanout::stop`].
+    /// The loop of writer number `index`: wait for a broadcast or the next tick due, write it to
+    /// this writer's clients. Returns after [`WriterFanout::stop`].
     pub fn run_writer(&self, index: usize, log: &EventLog) {
         let mut cursor = log.last_id();
         let mut news = Vec::new();
         loop {
-            {
-                let mut announced = lock(&self.announced);
-                while *announced <= cursor && !self.stopping.load(Ordering::Acquire) {
-                    announced = self
-                        .wakeup
-                        .wait(announced)
-                        .unwrap_or_else(|e| e.into_inner());
+            let mut announced = lock(&self.announced);
+            loop {
+                if self.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                if *announced > cursor {
+                    break;
+                }
+                let now = Instant::now();
+                let wait = match self.next_due(index) {
+                    Some(at) if at <= now => break,
+                    Some(at) => at - now,
+                    // No client: nothing is due until one joins (and wakes us).
+                    None => Duration::MAX,
+                };
+                announced = match self.wakeup.wait_timeout(announced, wait) {
+                    Ok((guard, _)) => guard,
+                    Err(e) => e.into_inner().0,
+                };
+            }
+            let has_news = *announced > cursor;
+            drop(announced);
+            if has_news {
+                news.clear();
+                // If this writer fell behind the history, its clients did too: `write_news`
+                // hands them back to their threads, which see the loss.
+                cursor = log.after(cursor, &mut news).last_id;
+                for writer_client in self.clients.group(index) {
+                    writer_client.write_news(&news);
                 }
             }
-            if self.stopping.load(Ordering::Acquire) {
-                return;
-            }
-            news.clear();
-            // If this writer fell behind the history, its clients did too: `write_news` hands
-            // them back to their threads, which see the loss.
-            cursor = log.after(cursor, &mut news).last_id;
-            let now = Instant::now();
-            for writer_client in self.clients.group(index) {
-                writer_client.write_news(&news, now);
-            }
+            self.write_ticks(index);
         }
     }
 
-    /// The connection thread's loop for one stream, from `cursor` (the id of the last broadcast
-    /// it has) on. The writers write the broadcasts; this thread sleeps until a tick is due or a
-    /// writer hands the client back, then catches up. Ends only with an error: the first failed
-    /// write, a drop, or falling behind the history.
+    /// When writer `index`'s soonest client is due, if it has any.
+    fn next_due(&self, index: usize) -> Option<Instant> {
+        lock(&self.schedules[index])
+            .peek()
+            .map(|Reverse(due)| due.at)
+    }
+
+    /// Writes the tick (or keep-alive) to every client of writer `index` that is due, and puts
+    /// each back in the queue for its next one. The tick frame is encoded once for them all.
+    fn write_ticks(&self, index: usize) {
+        let now = Instant::now();
+        let mut due_now = Vec::new();
+        {
+            let mut schedule = lock(&self.schedules[index]);
+            while schedule.peek().is_some_and(|Reverse(due)| due.at <= now) {
+                due_now.extend(schedule.pop().map(|Reverse(due)| due));
+            }
+        }
+        let mut tick: Option<Arc<[u8]>> = None;
+        let mut again = Vec::with_capacity(due_now.len());
+        for mut due in due_now {
+            // Only this queue still holds the client: its thread has ended. Forget it.
+            if Arc::strong_count(&due.client) == 1 {
+                continue;
+            }
+            due.timer.wrote(due.client.last_write());
+            if let Some(frame) = due.timer.frame_due(now) {
+                let bytes = match frame {
+                    TimerFrame::Tick => {
+                        Arc::clone(tick.get_or_insert_with(|| TimerFrame::Tick.encode().into()))
+                    }
+                    TimerFrame::KeepAlive => TimerFrame::KeepAlive.encode().into(),
+                };
+                due.client.write_timer_frame(frame, &bytes, now);
+            }
+            due.at = due.timer.wake_time();
+            again.push(Reverse(due));
+        }
+        lock(&self.schedules[index]).extend(again);
+    }
+
+    /// The connection thread's part for one stream, from `cursor` (the id of the last broadcast
+    /// it has) on. The writers write broadcasts and ticks; this thread sleeps until a writer
+    /// hands the client back (or a drop wakes it), then catches up. Ends only with an error: the
+    /// first failed write, a drop, or falling behind the history.
     pub fn serve(
         &self,
         stream: &Arc<TcpStream>,
@@ -138,17 +251,28 @@ impl WriterFanout {
         stream.set_nonblocking(true)?;
         let now = Instant::now();
         let me = Arc::new(WriterClient::new(Arc::clone(stream), cursor, now));
-        let _place = self.clients.join(Arc::clone(&me));
-        let mut timer = StreamTimer::new(clock, now);
+        let place = self.clients.join(Arc::clone(&me));
+        // Into the tick queue of the writer that has this client, and wake the writers: the
+        // newcomer may be due sooner than anything they wait for.
+        let timer = StreamTimer::new(clock, now);
+        lock(&self.schedules[place.group()]).push(Reverse(Due {
+            at: timer.wake_time(),
+            timer,
+            client: Arc::clone(&me),
+        }));
+        self.announce(0);
         loop {
             me.client.check_dropped()?;
-            // Whatever woke us (a writer handing the client back, the timer), catch up: write what
-            // this client has not had yet, and the tick if it is time.
-            timer.wrote(me.last_write());
-            let frame = timer.frame_due(Instant::now());
-            me.catch_up(log, frame.as_deref())?;
-            // Sleep until the next tick, or until a writer (or a drop) wakes us early.
-            thread::park_timeout(timer.wake_time().saturating_duration_since(Instant::now()));
+            // Whatever woke us (a writer handing the client back), catch up: write what this
+            // client has not had yet, and the tick or keep-alive a writer could not write.
+            let owed = match me.owed.swap(OWED_NONE, Ordering::AcqRel) {
+                OWED_TICK => Some(TimerFrame::Tick.encode()),
+                OWED_KEEP_ALIVE => Some(TimerFrame::KeepAlive.encode()),
+                _ => None,
+            };
+            me.catch_up(log, owed.as_deref())?;
+            // Nothing to do until a writer (or a drop) wakes us: no timer of our own.
+            thread::park();
         }
     }
 }
@@ -162,18 +286,27 @@ impl WriterClient {
                 pending: None,
                 writers_may_write: true,
                 failed: None,
-                last_write: now,
             }),
+            owed: AtomicU8::new(OWED_NONE),
+            born: now,
+            last_write: AtomicU64::new(0),
         }
     }
 
+    /// When the last complete write to this client happened.
     fn last_write(&self) -> Instant {
-        lock(&self.state).last_write
+        self.born + Duration::from_nanos(self.last_write.load(Ordering::Relaxed))
+    }
+
+    fn note_write(&self, at: Instant) {
+        let nanos = at.saturating_duration_since(self.born).as_nanos();
+        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
+        self.last_write.fetch_max(nanos, Ordering::Relaxed);
     }
 
     /// The connection thread's turn: report a writer's failure, finish a frame a writer left half
-    /// written, write every broadcast after the cursor, then `frame` (a tick) if given. Writes
-    /// here may block, up to the socket's write timeout.
+    /// written, write every broadcast after the cursor, then `frame` (a tick a writer could not
+    /// write) if given. Writes here may block, up to the socket's write timeout.
     ///
     /// # Errors
     /// The first failed write (the client has gone, or stopped reading for too long), or the
@@ -198,6 +331,7 @@ impl WriterClient {
         if let Some(frame) = frame {
             self.write_waiting(frame)?;
         }
+        self.note_write(Instant::now());
         state.writers_may_write = true;
         Ok(())
     }
@@ -224,54 +358,98 @@ impl WriterClient {
 
     /// A writer's turn: write the `news` this client has not had, without ever waiting. Anything
     /// that cannot be written at once is handed back to the client's own thread.
-    fn write_news(&self, news: &[Broadcast], now: Instant) {
-        let mut state = match self.state.try_lock() {
-            Ok(state) => state,
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            // Its own thread is writing right now; it catches up once it is done.
-            Err(TryLockError::WouldBlock) => return self.hand_back(None),
-        };
+    fn write_news(&self, news: &[Broadcast]) {
         let Some(first) = news.first() else {
             return;
         };
+        let Some(mut state) = self.try_state() else {
+            // Its own thread is writing right now; it catches up once it is done.
+            return self.client.owner.unpark();
+        };
         // Behind by more than this round's news (it was handed back earlier): its thread catches up.
         if !state.writers_may_write || state.cursor + 1 < first.id {
-            return self.hand_back(Some(state));
+            return self.hand_back(state);
         }
-        let mut out = &*self.client.stream;
         let unsent = news
             .iter()
             .position(|b| b.id > state.cursor)
             .unwrap_or(news.len());
         for broadcast in &news[unsent..] {
-            match out.write(&broadcast.frame) {
-                Ok(n) if n == broadcast.frame.len() => {
+            match self.write_now(&mut state, &broadcast.frame) {
+                Wrote::All => state.cursor = broadcast.id,
+                Wrote::Nothing => return self.hand_back(state),
+                Wrote::HandedBack => {
                     state.cursor = broadcast.id;
-                    state.last_write = now;
+                    return;
                 }
-                // Only part fitted in the socket's buffer: the rest goes to the client's thread
-                // (the frame itself is shared, not copied).
-                Ok(n) => {
-                    state.pending = Some((Arc::clone(&broadcast.frame), n));
-                    state.cursor = broadcast.id;
-                    return self.hand_back(Some(state));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return self.hand_back(Some(state))
-                }
-                Err(e) => {
-                    state.failed = Some(e);
-                    return self.hand_back(Some(state));
-                }
+            }
+        }
+        self.note_write(Instant::now());
+    }
+
+    /// A writer's turn for a timer frame (`bytes`, a tick or a keep-alive). If it cannot be
+    /// written now, the client's own thread writes one instead.
+    fn write_timer_frame(&self, frame: TimerFrame, bytes: &Arc<[u8]>, now: Instant) {
+        let owe = || {
+            let owed = match frame {
+                TimerFrame::Tick => OWED_TICK,
+                TimerFrame::KeepAlive => OWED_KEEP_ALIVE,
+            };
+            self.owed.store(owed, Ordering::Release);
+            self.client.owner.unpark();
+        };
+        let Some(mut state) = self.try_state() else {
+            return owe();
+        };
+        if !state.writers_may_write {
+            drop(state);
+            return owe();
+        }
+        match self.write_now(&mut state, bytes) {
+            Wrote::All => self.note_write(now),
+            Wrote::Nothing => {
+                self.hand_back(state);
+                owe();
+            }
+            Wrote::HandedBack => {}
+        }
+    }
+
+    /// The client's state if no one else holds it: a writer never waits for the lock.
+    fn try_state(&self) -> Option<MutexGuard<'_, State>> {
+        match self.state.try_lock() {
+            Ok(state) => Some(state),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// One non-blocking write of a whole frame. A frame only partly written is left `pending`
+    /// for the client's thread (shared, not copied); a failed write is left in `failed`; either
+    /// way the client is handed back.
+    fn write_now(&self, state: &mut MutexGuard<'_, State>, frame: &Arc<[u8]>) -> Wrote {
+        match (&*self.client.stream).write(frame) {
+            Ok(n) if n == frame.len() => Wrote::All,
+            Ok(n) => {
+                state.pending = Some((Arc::clone(frame), n));
+                state.writers_may_write = false;
+                self.client.owner.unpark();
+                Wrote::HandedBack
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Wrote::Nothing,
+            Err(e) => {
+                state.failed = Some(e);
+                state.writers_may_write = false;
+                self.client.owner.unpark();
+                Wrote::HandedBack
             }
         }
     }
 
     /// Leaves the client to its own thread, and wakes that thread.
-    fn hand_back(&self, state: Option<MutexGuard<'_, State>>) {
-        if let Some(mut state) = state {
-            state.writers_may_write = false;
-        }
+    fn hand_back(&self, mut state: MutexGuard<'_, State>) {
+        state.writers_may_write = false;
+        drop(state);
         self.client.owner.unpark();
     }
 }
@@ -325,7 +503,7 @@ mod tests {
     fn a_writer_writes_the_news_and_keeps_the_client() {
         let (client, mut far) = client(0);
         let (_log, news) = log_with(&["a", "b"]);
-        client.write_news(&news, Instant::now());
+        client.write_news(&news);
         let state = lock(&client.state);
         assert_eq!((state.cursor, state.writers_may_write), (2, true));
         assert_eq!(
@@ -339,7 +517,7 @@ mod tests {
         let (client, mut far) = client(0);
         let big = "x".repeat(16 * 1024 * 1024);
         let (log, news) = log_with(&[&big]);
-        client.write_news(&news, Instant::now());
+        client.write_news(&news);
         {
             let state = lock(&client.state);
             let (frame, written) = state.pending.as_ref().expect("a frame left half written");
@@ -362,7 +540,7 @@ mod tests {
         let (client, _far) = client(0);
         fill(&client);
         let (_log, news) = log_with(&["a"]);
-        client.write_news(&news, Instant::now());
+        client.write_news(&news);
         let state = lock(&client.state);
         assert_eq!((state.cursor, state.writers_may_write), (0, false));
         assert!(state.pending.is_none());
@@ -373,7 +551,7 @@ mod tests {
         let (client, mut far) = client(0);
         let (log, news) = log_with(&["a", "b"]);
         lock(&client.state).writers_may_write = false;
-        client.write_news(&news[..1], Instant::now());
+        client.write_news(&news[..1]);
         assert_eq!(lock(&client.state).cursor, 0, "the writer kept off");
         client.catch_up(&log, None).unwrap();
         assert_eq!(
@@ -390,7 +568,7 @@ mod tests {
         let (_log, news) = log_with(&["a"]);
         let held = lock(&client.state);
         let writer_side = Arc::clone(&client);
-        let writer = thread::spawn(move || writer_side.write_news(&news, Instant::now()));
+        let writer = thread::spawn(move || writer_side.write_news(&news));
         let started = Instant::now();
         while !writer.is_finished() {
             assert!(
@@ -409,7 +587,7 @@ mod tests {
         let (log, news) = log_with(&["a"]);
         // The first write after the far end closed may still be accepted; a later one fails.
         for _ in 0..100 {
-            client.write_news(&news, Instant::now());
+            client.write_news(&news);
             if lock(&client.state).failed.is_some() {
                 break;
             }

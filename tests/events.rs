@@ -101,8 +101,11 @@ fn millis_of_day(time: &str) -> i64 {
 #[test]
 fn ticks_keep_the_interval_on_average() {
     // 15 ms ticks exactly on time; 105 ms uses the 10 ms wake-up grid, and is no multiple of it.
-    for (interval_ms, count) in [(15, 30), (105, 8)] {
-        let server = TestServer::with_interval(interval_ms);
+    for (writers, (interval_ms, count)) in FANOUT_MODES
+        .into_iter()
+        .flat_map(|w| [(w, (15, 30)), (w, (105, 8))])
+    {
+        let server = server_with_writers(writers, interval_ms);
         let mut events = EventStream::open(server.addr, &[]);
         let times: Vec<i64> = (0..count)
             .map(|_| millis_of_day(&events.next_event(PROMPTLY).expect("a tick").data))
@@ -113,8 +116,55 @@ fn ticks_keep_the_interval_on_average() {
         // The server's own timestamps: on average one interval apart, give or take a little.
         assert!(
             (0.9 * interval..=1.25 * interval).contains(&average),
-            "ticks every {average:.1} ms on average, asked for {interval_ms}"
+            "ticks every {average:.1} ms on average, asked for {interval_ms} (writers {writers})"
         );
+    }
+}
+
+#[test]
+fn the_first_tick_comes_one_interval_after_connecting() {
+    for writers in FANOUT_MODES {
+        let server = server_with_writers(writers, 300);
+        let opened = Instant::now();
+        let mut events = EventStream::open(server.addr, &[]);
+        assert_eq!(events.next_event(PROMPTLY).unwrap().kind, "tick");
+        let waited = opened.elapsed();
+        assert!(
+            waited >= Duration::from_millis(290) && waited < Duration::from_millis(800),
+            "first tick after {waited:?} (writers {writers})"
+        );
+    }
+}
+
+#[test]
+fn a_client_that_stops_reading_does_not_delay_the_ticks_of_others() {
+    for writers in FANOUT_MODES {
+        let server = TestServer::start(|c| {
+            c.broadcast_writers = writers;
+            c.interval = Duration::from_millis(50);
+            c.write_timeout = Duration::from_secs(600);
+        });
+        let _stuck = EventStream::open(server.addr, &[]);
+        let mut reader = EventStream::open(server.addr, &[]);
+        server.wait_for_clients(2, PROMPTLY);
+        // Fill every buffer between us and the stuck client; the reader takes it all in.
+        let reading = thread::spawn(move || {
+            while reader.next_message(PROMPTLY).map(|e| e.last_event_id) != Some("300".into()) {}
+            reader
+        });
+        flood(&server, 300, 60 * 1024);
+        let mut reader = reading.join().unwrap();
+        // Now, with the stuck client's socket full, the reader's ticks still come on time.
+        let started = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(reader.next_event(PROMPTLY).unwrap().kind, "tick");
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(10 * 50 + 400),
+            "10 ticks of 50 ms took {:?} (writers {writers})",
+            started.elapsed()
+        );
+        assert_eq!(server.clients(), 2, "the stuck client is still there");
     }
 }
 
