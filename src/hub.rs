@@ -64,11 +64,14 @@ impl Hub {
         });
         for index in 0..config.broadcast_writers {
             let for_thread = Arc::clone(&hub);
+            // Read here, not in the thread: a broadcast sent before the thread first runs must
+            // still count as news to it.
+            let cursor = hub.log.last_id();
             let handle = thread::Builder::new()
                 .name(format!("writer-{index}"))
                 .spawn(move || {
                     if let Fanout::Writers(writers) = &for_thread.fanout {
-                        writers.run_writer(index, &for_thread.log);
+                        writers.run_writer(index, &for_thread.log, cursor);
                     }
                 })?;
             lock(&hub.writers).push(handle);

@@ -155,9 +155,10 @@ impl WriterFanout {
     }
 
     /// The loop of writer number `index`: wait for a broadcast or the next tick due, write it to
-    /// this writer's clients. Returns after [`WriterFanout::stop`].
-    pub fn run_writer(&self, index: usize, log: &EventLog) {
-        let mut cursor = log.last_id();
+    /// this writer's clients. `cursor` is the newest id in the log when the writer was started
+    /// (read before the thread runs, so no broadcast in between is missed). Returns after
+    /// [`WriterFanout::stop`].
+    pub fn run_writer(&self, index: usize, log: &EventLog, mut cursor: u64) {
         let mut news = Vec::new();
         loop {
             let mut announced = lock(&self.announced);
