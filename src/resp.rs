@@ -67,7 +67,8 @@ pub enum Reply {
 pub enum Error {
     /// The URL is not `redis://HOST[:PORT][/DB]`; the text says what is wrong.
     Url(String),
-    /// No TCP connection could be made to the URL (refused, unreachable, timed out).
+    /// Connecting to the URL failed: no TCP connection (refused, unreachable, timed out), or
+    /// the database could not be selected, or what answered is not Redis.
     Connect { url: String, source: io::Error },
     /// The connection ended before the reply did (or, for [`parse`], the bytes did).
     Closed,
@@ -77,7 +78,8 @@ pub enum Error {
     Io(io::Error),
     /// The bytes break the RESP grammar, or the reply is not the shape the command has.
     Protocol(&'static str),
-    /// A length or a depth over one of the limits above; names the limit.
+    /// Something over one of the limits above (or [`crate::redis_log::MAX_MESSAGE_LEN`]); names
+    /// the limit.
     TooLarge(&'static str),
     /// Redis answered with an error reply, e.g. `ERR unknown command`.
     Server(String),
@@ -94,7 +96,7 @@ impl fmt::Display for Error {
             Error::TimedOut => f.write_str("Redis did not answer in time"),
             Error::Io(e) => write!(f, "Redis connection failed: {e}"),
             Error::Protocol(why) => write!(f, "bad reply from Redis: {why}"),
-            Error::TooLarge(what) => write!(f, "reply from Redis too large: {what}"),
+            Error::TooLarge(what) => write!(f, "too large: {what}"),
             Error::Server(text) => write!(f, "Redis answered: {text}"),
         }
     }
@@ -191,7 +193,7 @@ pub fn read_reply(reader: &mut impl BufRead) -> Result<Reply, Error> {
 fn spend(budget: &mut usize, cost: usize) -> Result<(), Error> {
     *budget = budget
         .checked_sub(cost)
-        .ok_or(Error::TooLarge("reply over MAX_REPLY_BYTES"))?;
+        .ok_or(Error::TooLarge("reply from Redis over MAX_REPLY_BYTES"))?;
     Ok(())
 }
 
@@ -205,25 +207,34 @@ fn read_value(reader: &mut impl BufRead, depth: usize, budget: &mut usize) -> Re
     };
     match kind {
         // Simple strings and errors cannot hold CR or LF: the line end is their end. Redis sends
-        // ASCII here; anything else is kept, replaced by U+FFFD, rather than refused.
+        // plain text here; bytes that are not UTF-8 would become U+FFFD rather than an error.
         b'+' => Ok(Reply::Simple(String::from_utf8_lossy(rest).into_owned())),
         b'-' => Ok(Reply::Error(String::from_utf8_lossy(rest).into_owned())),
         b':' => parse_integer(rest).map(Reply::Integer),
         b'$' => {
-            // `$-1` is "no value" (a missing key), which is not the same as `$0`, the empty string.
-            let Some(len) = parse_length(rest, MAX_BULK_LEN, "bulk string over MAX_BULK_LEN")?
+            // A length cannot be negative, so `$-1` is free to mean "no value" (a missing key),
+            // which is not the same as `$0`, the empty string.
+            let Some(len) = parse_length(
+                rest,
+                MAX_BULK_LEN,
+                "bulk string from Redis over MAX_BULK_LEN",
+            )?
             else {
                 return Ok(Reply::Bulk(None));
             };
             read_bulk(reader, len, budget).map(|data| Reply::Bulk(Some(data)))
         }
         b'*' => {
-            // `*-1` is "no array" (e.g. XREAD BLOCK timed out), which is not `*0`, an empty one.
-            let Some(len) = parse_length(rest, MAX_ARRAY_LEN, "array over MAX_ARRAY_LEN")? else {
+            // Likewise `*-1` is "no array" (XREAD BLOCK timed out), not `*0`, an empty one.
+            let Some(len) =
+                parse_length(rest, MAX_ARRAY_LEN, "array from Redis over MAX_ARRAY_LEN")?
+            else {
                 return Ok(Reply::Array(None));
             };
             if depth == MAX_DEPTH {
-                return Err(Error::TooLarge("arrays nested deeper than MAX_DEPTH"));
+                return Err(Error::TooLarge(
+                    "arrays from Redis nested deeper than MAX_DEPTH",
+                ));
             }
             // `len` is at most MAX_ARRAY_LEN, so this reserves at most a few KiB whatever the
             // server claims; each element still has to arrive before it takes more.
@@ -246,13 +257,13 @@ fn read_line(reader: &mut impl BufRead, budget: &mut usize) -> Result<Vec<u8>, E
     spend(budget, line.len())?;
     if line.last() != Some(&b'\n') {
         return Err(if line.len() as u64 == limit {
-            Error::TooLarge("line over MAX_LINE_LEN")
+            Error::TooLarge("line from Redis over MAX_LINE_LEN")
         } else {
             Error::Closed
         });
     }
-    // Every line ends in CRLF, not a bare LF: both ends agree where a line stops, whatever
-    // system they run on.
+    // RESP ends every line with CRLF, as telnet does. A bare LF is refused, not guessed at: a
+    // reader that splits lines differently from the writer reads everything after out of step.
     if !line.ends_with(b"\r\n") {
         return Err(Error::Protocol("line not ended by CRLF"));
     }
@@ -265,16 +276,17 @@ fn read_line(reader: &mut impl BufRead, budget: &mut usize) -> Result<Vec<u8>, E
 
 /// Reads the `len` bytes of a bulk string and the CRLF after them.
 fn read_bulk(reader: &mut impl BufRead, len: usize, budget: &mut usize) -> Result<Vec<u8>, Error> {
+    // `len` counts bytes, not characters, so it says exactly how much to read. The bytes are
+    // taken by count, never searched for a line end: a bulk string may itself hold CRLF.
     let want = len + 2;
     spend(budget, want)?;
-    // The bytes are taken by count, never searched for a line end: a bulk string may itself hold
-    // CRLF. The buffer grows as bytes arrive, so a length that lies costs nothing up front.
+    // The buffer grows as bytes arrive, so a length that lies costs nothing up front.
     let mut data = Vec::new();
     reader.by_ref().take(want as u64).read_to_end(&mut data)?;
     if data.len() < want {
         return Err(Error::Closed);
     }
-    // The CRLF after the data is not part of it; it is there so the reply stays readable.
+    // The CRLF after the data is not part of it: it closes the value, as every line is closed.
     if !data.ends_with(b"\r\n") {
         return Err(Error::Protocol("bulk string longer than its length"));
     }
@@ -471,7 +483,7 @@ impl Connection {
     /// write and each reply.
     ///
     /// # Errors
-    /// [`Error::Connect`] (which names the URL) if no address answers; an error from `SELECT`.
+    /// [`Error::Connect`], which names the URL.
     pub fn connect(url: &Url, timeout: Duration) -> Result<Connection, Error> {
         let failed = |source| Error::Connect {
             url: url.to_string(),
@@ -508,7 +520,9 @@ impl Connection {
         };
         // Each connection starts in database 0; the choice is per connection, not per server.
         if url.db != 0 {
-            connection.call(&[b"SELECT", url.db.to_string().as_bytes()])?;
+            connection
+                .call(&[b"SELECT", url.db.to_string().as_bytes()])
+                .map_err(|e| failed(io::Error::other(e)))?;
         }
         Ok(connection)
     }
