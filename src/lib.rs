@@ -18,6 +18,7 @@ pub mod config;
 pub mod event_log;
 pub mod fanout;
 pub mod http;
+pub mod redis_log;
 pub mod resp;
 pub mod routes;
 pub mod server;
