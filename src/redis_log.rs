@@ -50,7 +50,7 @@ use crate::http::MAX_BODY_BYTES;
 use crate::resp::{self, Connection, Error, Reply, Url};
 
 /// Time limit for connecting, and for each command's reply. Redis answers in well under a
-/// millisecond on a network, so a Redis silent for 2 s is as good as gone.
+/// millisecond on a local network, so a Redis silent for 2 s is as good as gone.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// Entries asked for in one `XREAD` or `XREVRANGE`, so that one reply stays small.
 pub const BATCH: usize = 100;
@@ -261,8 +261,8 @@ impl Tail {
                 if self.failing {
                     self.failing = false;
                     eprintln!(
-                        "redis: reading '{}' from {} again, after {after}",
-                        self.key, self.url
+                        "redis: reading '{}' from {} again, after id {}",
+                        self.key, self.url, after.0
                     );
                 }
                 self.retry_in = RETRY_MIN;

@@ -528,7 +528,7 @@ fn a_bad_url_is_refused_before_connecting() {
 // A fake Redis
 
 /// Short, so the timeout tests are quick.
-const FAKE_TIMEOUT: Duration = Duration::from_millis(500);
+const FAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A fake Redis on a free loopback port that serves one connection: it reads the command, then
 /// `answer` writes whatever it likes. The thread returns how many bytes `answer` got written.
