@@ -95,6 +95,30 @@ impl EventLog {
         id
     }
 
+    /// Stores a broadcast numbered elsewhere: with a shared log in Redis ([`crate::redis_log`]),
+    /// ids come from Redis and this log is the instance's copy of the recent ones.
+    ///
+    /// Ids only go up. An id at or below the newest is one already held (a duplicate) and is
+    /// ignored. An id past the next one means broadcasts were missed (this instance fell out of
+    /// the shared history): what is held is dropped first, so the log stays gapless and a
+    /// connection still behind learns from [`CatchUp::lost`] that some are gone.
+    pub fn append(&self, id: u64, message: &str) {
+        // Encoded before taking the lock: the id is known already.
+        let frame: Arc<[u8]> = sse::message_frame(id, message).into();
+        let mut history = self.history.write().unwrap_or_else(|e| e.into_inner());
+        if id <= history.last_id {
+            return;
+        }
+        if id > history.last_id + 1 {
+            history.recent.clear();
+        }
+        history.recent.push_back(Broadcast { id, frame });
+        if history.recent.len() > HISTORY_LEN {
+            history.recent.pop_front();
+        }
+        history.last_id = id;
+    }
+
     /// Where a new `/events` connection starts: the broadcasts to replay first, and the id of the
     /// newest broadcast, after which it waits for live ones.
     ///
@@ -192,6 +216,77 @@ mod tests {
         assert_eq!(all.len(), HISTORY_LEN);
         assert_eq!(all[0].id, 6);
         assert_eq!(all.last().unwrap().id, HISTORY_LEN as u64 + 5);
+    }
+
+    #[test]
+    fn append_keeps_the_ids_it_is_given() {
+        let log = EventLog::new();
+        log.append(1, "a");
+        log.append(2, "b\nc");
+        assert_eq!(log.last_id(), 2);
+        let (all, _) = after(&log, 0);
+        assert_eq!(ids(&all), [1, 2]);
+        assert_eq!(&*all[1].frame, b"id: 2\ndata: b\ndata: c\n\n");
+    }
+
+    #[test]
+    fn append_ignores_ids_already_held() {
+        let log = EventLog::new();
+        log.append(1, "a");
+        log.append(2, "b");
+        log.append(2, "b again");
+        log.append(1, "a again");
+        assert_eq!(log.last_id(), 2);
+        let (all, _) = after(&log, 0);
+        assert_eq!(ids(&all), [1, 2]);
+        assert_eq!(&*all[1].frame, b"id: 2\ndata: b\n\n");
+    }
+
+    #[test]
+    fn append_after_a_gap_drops_what_is_held_and_reports_the_loss() {
+        let log = EventLog::new();
+        for id in 1..=3 {
+            log.append(id, "old");
+        }
+        log.append(10, "new");
+        log.append(11, "newer");
+        let mut out = Vec::new();
+        let catch_up = log.after(3, &mut out);
+        assert_eq!(ids(&out), [10, 11]);
+        assert_eq!(
+            catch_up,
+            CatchUp {
+                last_id: 11,
+                lost: 6
+            }
+        );
+        // A connection from before the gap learns that 2..=9 are gone.
+        out.clear();
+        assert_eq!(log.after(1, &mut out).lost, 8);
+        // A reconnecting browser gets what is still held.
+        assert_eq!(ids(&log.start(Some(5)).0), [10, 11]);
+    }
+
+    #[test]
+    fn append_can_start_anywhere() {
+        // An instance starting on a shared log that is already at 500.
+        let log = EventLog::new();
+        log.append(500, "x");
+        assert_eq!(log.last_id(), 500);
+        assert_eq!(ids(&log.start(Some(499)).0), [500]);
+        assert!(log.start(None).0.is_empty());
+    }
+
+    #[test]
+    fn append_keeps_the_last_1000() {
+        let log = EventLog::new();
+        for id in 1..=HISTORY_LEN as u64 + 5 {
+            log.append(id, "x");
+        }
+        let (all, last_id) = after(&log, 0);
+        assert_eq!(last_id, HISTORY_LEN as u64 + 5);
+        assert_eq!(all.len(), HISTORY_LEN);
+        assert_eq!(all[0].id, 6);
     }
 
     #[test]

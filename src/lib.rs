@@ -11,16 +11,18 @@
 //!    request can go wrong, and its status.
 //! 6. [`urlencoded`]: `a=1&message=hi+there`, the format of query strings and HTML forms.
 //! 7. [`event_log`]: numbered broadcasts, encoded once, kept for replay.
-//! 8. [`ticks`]: each stream's `setInterval`: when to tick, when to send a keep-alive.
-//! 9. [`clients`]: who is connected: `clients.add(res)` and `clients.delete(res)`.
-//! 10. [`simple_fanout`]: how a broadcast reaches every socket, the simple way: each connection
+//! 8. [`resp`]: RESP, the protocol Redis speaks: commands out, replies in, by hand, with limits.
+//! 9. [`redis_log`]: the event log shared by several instances, kept in a Redis stream.
+//! 10. [`ticks`]: each stream's `setInterval`: when to tick, when to send a keep-alive.
+//! 11. [`clients`]: who is connected: `clients.add(res)` and `clients.delete(res)`.
+//! 12. [`simple_fanout`]: how a broadcast reaches every socket, the simple way: each connection
 //!     thread writes its own.
-//! 11. [`writer_fanout`]: the fast way: a few writer threads write broadcasts and ticks to every
+//! 13. [`writer_fanout`]: the fast way: a few writer threads write broadcasts and ticks to every
 //!     socket.
-//! 12. [`hub`]: the log, the fan-out and the count of streams, behind `broadcast` and `subscribe`.
-//! 13. [`stream`]: `GET /events`, from the response head until the client leaves.
-//! 14. [`routes`]: `GET /`, `/send`, `POST /drop`, and the dispatch of every request.
-//! 15. [`server`]: the listening socket and one thread per connection.
+//! 14. [`hub`]: the log, the fan-out and the count of streams, behind `broadcast` and `subscribe`.
+//! 15. [`stream`]: `GET /events`, from the response head until the client leaves.
+//! 16. [`routes`]: `GET /`, `/send`, `POST /drop`, and the dispatch of every request.
+//! 17. [`server`]: the listening socket and one thread per connection.
 //!
 //! `main.rs` only wires these together. Tests start a [`Server`] on port 0 in-process.
 
@@ -29,6 +31,8 @@ pub mod config;
 pub mod event_log;
 pub mod http;
 pub mod hub;
+pub mod redis_log;
+pub mod resp;
 pub mod routes;
 pub mod server;
 pub mod simple_fanout;
