@@ -24,6 +24,9 @@ pub const MAX_MILLIS: u64 = 24 * 60 * 60 * 1000;
 /// Most broadcast writer threads: more than the cores only adds switching.
 pub const MAX_BROADCAST_WRITERS: usize = 64;
 
+/// Default Redis key of the shared log.
+pub const DEFAULT_REDIS_KEY: &str = "sse";
+
 /// Default number of broadcast writer threads: one per core (see `fanout.rs`); 0 means every
 /// connection thread writes its own broadcasts.
 pub fn default_broadcast_writers() -> usize {
@@ -47,8 +50,11 @@ Options (a flag wins over its environment variable):
                                                                 [env MAX_CLIENTS, default 10000]
   --write-timeout-ms N  drop a client once one write has blocked this long
                                                                 [env WRITE_TIMEOUT_MS, default 10000]
-  --broadcast-writers N threads writing broadcasts to sockets; 0 = each connection
-                        thread writes its own                   [env BROADCAST_WRITERS, default: cores]
+  --broadcast-writers N threads writing broadcasts and ticks to sockets; 0 = each
+                        connection thread writes its own        [env BROADCAST_WRITERS, default: cores]
+  --redis URL           share the event log with other instances through Redis,
+                        redis://HOST[:PORT][/DB]                [env REDIS_URL, default: in memory]
+  --redis-key NAME      the Redis key of the shared log         [env REDIS_KEY, default sse]
   -h, --help            print this help
 ";
 
@@ -67,6 +73,11 @@ pub struct Config {
     pub broadcast_writers: usize,
     /// How long a client may take to send its whole request (not a flag: tests shorten it).
     pub head_timeout: Duration,
+    /// `redis://HOST[:PORT][/DB]`: keep the event log in Redis, shared by every instance with
+    /// the same URL and key. `None`: in memory, this process only.
+    pub redis: Option<String>,
+    /// The Redis key of the shared log (and `<key>:id`, its counter).
+    pub redis_key: String,
     /// A stream with nothing written for this long gets a keep-alive comment (not a flag: the
     /// contract fixes it at [`crate::sse::KEEP_ALIVE_AFTER`]; tests shorten it).
     pub keep_alive: Duration,
@@ -83,6 +94,8 @@ impl Default for Config {
             broadcast_writers: default_broadcast_writers(),
             head_timeout: Duration::from_millis(DEFAULT_HEAD_TIMEOUT_MS),
             keep_alive: crate::sse::KEEP_ALIVE_AFTER,
+            redis: None,
+            redis_key: DEFAULT_REDIS_KEY.to_string(),
         }
     }
 }
@@ -192,7 +205,7 @@ struct Setting {
 }
 
 impl Setting {
-    const ALL: [Setting; 6] = [
+    const ALL: [Setting; 8] = [
         Setting {
             flag: "--port",
             env: "PORT",
@@ -201,13 +214,7 @@ impl Setting {
         Setting {
             flag: "--host",
             env: "HOST",
-            store: |c, v| {
-                if v.is_empty() {
-                    return Err("must not be empty".to_string());
-                }
-                c.host = v.to_string();
-                Ok(())
-            },
+            store: |c, v| non_empty(v).map(|v| c.host = v),
         },
         Setting {
             flag: "--interval-ms",
@@ -229,6 +236,17 @@ impl Setting {
             env: "BROADCAST_WRITERS",
             store: |c, v| number_in(v, 0, MAX_BROADCAST_WRITERS).map(|n| c.broadcast_writers = n),
         },
+        Setting {
+            flag: "--redis",
+            env: "REDIS_URL",
+            // Checked when the server starts (`resp::Url::parse`), which says what is wrong.
+            store: |c, v| non_empty(v).map(|v| c.redis = Some(v)),
+        },
+        Setting {
+            flag: "--redis-key",
+            env: "REDIS_KEY",
+            store: |c, v| non_empty(v).map(|v| c.redis_key = v),
+        },
     ];
 
     fn apply(&self, config: &mut Config, value: &str, source: &str) -> Result<(), ConfigError> {
@@ -241,6 +259,14 @@ fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
     value
         .parse()
         .map_err(|_| "is not a whole number in range".to_string())
+}
+
+/// Any text but the empty one.
+fn non_empty(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    Ok(value.to_string())
 }
 
 /// A whole number from `min` to `max`.
@@ -349,7 +375,7 @@ mod tests {
     fn help_flag_asks_for_the_usage_text() {
         assert_eq!(parse(&["--help"], &[]), Ok(Command::Help));
         assert_eq!(parse(&["--port", "1", "-h"], &[]), Ok(Command::Help));
-        assert_eq!(flags().count(), 6);
+        assert_eq!(flags().count(), 8);
         for flag in flags() {
             assert!(USAGE.contains(flag), "usage mentions {flag}");
         }

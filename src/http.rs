@@ -118,6 +118,8 @@ pub enum RequestError {
     TooManyConnections,
     /// The system would not start another thread: 503 from the accept loop.
     NoThread(String),
+    /// The shared log (Redis) cannot be reached, so `/send` cannot broadcast: 503.
+    LogUnavailable,
 }
 
 /// How long a client told "503" should wait before trying again, in seconds (`Retry-After`).
@@ -182,6 +184,10 @@ impl RequestError {
             RequestError::NoThread(why) => (
                 Status::SERVICE_UNAVAILABLE,
                 format!("cannot start a thread: {why}"),
+            ),
+            RequestError::LogUnavailable => (
+                Status::SERVICE_UNAVAILABLE,
+                "the shared log (Redis) cannot be reached; nothing was sent, try again".to_string(),
             ),
         };
         Some((status, reason))

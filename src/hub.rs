@@ -9,16 +9,24 @@
 //!
 //! The fan-out is one of two ways, chosen once when the server starts: `--broadcast-writers 0`
 //! is the simple way (`simple_fanout.rs`), anything else the fast way (`writer_fanout.rs`).
+//!
+//! The log is in memory, or, with `--redis`, shared with other instances through Redis
+//! (`redis_log.rs`). Then a broadcast goes to Redis first, which numbers it; a *tail* thread
+//! reads every instance's broadcasts back in id order, copies them into the in-memory log (the
+//! mirror the streams read from, as before) and wakes the fan-out. Each frame is still encoded
+//! once per instance, not once per client.
 
 use std::convert::Infallible;
 use std::io::{self, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
 use crate::config::Config;
-use crate::event_log::{Broadcast, EventLog};
+use crate::event_log::{Broadcast, EventLog, HISTORY_LEN};
+use crate::http::RequestError;
+use crate::redis_log::{RedisLog, Tail};
 use crate::simple_fanout::SimpleFanout;
 use crate::sync::lock;
 use crate::ticks::TickClock;
@@ -34,7 +42,10 @@ enum Fanout {
 
 /// The state every connection thread shares: log, fan-out, and the count of open streams.
 pub struct Hub {
+    /// The broadcasts this instance's streams read: the log itself, or with Redis its mirror.
     log: EventLog,
+    /// With `--redis`: the log shared with other instances, which numbers every broadcast.
+    shared: Option<RedisLog>,
     fanout: Fanout,
     clock: TickClock,
     /// Open `/events` streams: the `clients` in `/send`'s answer, and what the cap limits.
@@ -42,25 +53,42 @@ pub struct Hub {
     max_clients: usize,
     /// The writer threads of the fast way, joined by [`Hub::shutdown`].
     writers: Mutex<Vec<JoinHandle<()>>>,
+    /// Set by [`Hub::shutdown`]: the Redis tail thread returns.
+    stopping: AtomicBool,
 }
 
 impl Hub {
-    /// A hub for `config`, with its writer threads (if any) started.
+    /// A hub for `config`, with its writer threads (if any) started; with `--redis`, connected
+    /// to Redis, its recent history copied, and a thread following it.
     ///
     /// # Errors
-    /// A writer thread could not be started.
+    /// Redis cannot be reached (the message names the URL), or a thread could not be started.
     pub fn start(config: &Config) -> io::Result<Arc<Hub>> {
         let fanout = match config.broadcast_writers {
             0 => Fanout::Simple(SimpleFanout::new()),
             writers => Fanout::Writers(WriterFanout::new(writers)),
         };
+        let log = EventLog::new();
+        let shared = match &config.redis {
+            None => None,
+            Some(url) => {
+                let redis = RedisLog::connect(url, &config.redis_key).map_err(io::Error::other)?;
+                // The recent history first, so a browser reconnecting here can be replayed to.
+                for (id, message) in redis.history(HISTORY_LEN).map_err(io::Error::other)? {
+                    log.append(id, &message);
+                }
+                Some(redis)
+            }
+        };
         let hub = Arc::new(Hub {
-            log: EventLog::new(),
+            log,
+            shared,
             fanout,
             clock: TickClock::new(config.interval, config.keep_alive),
             clients: AtomicUsize::new(0),
             max_clients: config.max_clients,
             writers: Mutex::default(),
+            stopping: AtomicBool::new(false),
         });
         for index in 0..config.broadcast_writers {
             let for_thread = Arc::clone(&hub);
@@ -76,18 +104,57 @@ impl Hub {
                 })?;
             lock(&hub.writers).push(handle);
         }
+        if let Some(redis) = &hub.shared {
+            let tail = redis.tail(hub.log.last_id());
+            let for_thread = Arc::clone(&hub);
+            thread::Builder::new()
+                .name("redis-tail".to_string())
+                .spawn(move || for_thread.follow(tail))?;
+        }
         Ok(hub)
     }
 
     /// Broadcasts `message` to every `/events` client and returns its id: appended to the log
-    /// once, then announced to whoever writes it to the sockets.
-    pub fn broadcast(&self, message: &str) -> u64 {
-        let id = self.log.publish(message);
+    /// once, then announced to whoever writes it to the sockets. With Redis, it goes to the
+    /// shared log; every instance's tail thread (this one's too) brings it back to its clients.
+    ///
+    /// # Errors
+    /// [`RequestError::LogUnavailable`] when Redis cannot be reached: nothing was broadcast.
+    pub fn broadcast(&self, message: &str) -> Result<u64, RequestError> {
+        match &self.shared {
+            None => {
+                let id = self.log.publish(message);
+                self.announce(id);
+                Ok(id)
+            }
+            Some(redis) => redis.publish(message).map_err(|e| {
+                eprintln!("redis: cannot publish: {e}");
+                RequestError::LogUnavailable
+            }),
+        }
+    }
+
+    /// Broadcast `id` is in the log: wake whoever writes it to the sockets.
+    fn announce(&self, id: u64) {
         match &self.fanout {
             Fanout::Simple(simple) => simple.announce(),
             Fanout::Writers(writers) => writers.announce(id),
         }
-        id
+    }
+
+    /// The Redis tail thread: copies each new shared broadcast into the local log, in id order,
+    /// and announces it, until [`Hub::shutdown`]. (It notices the shutdown within one
+    /// [`crate::redis_log::TAIL_WAIT`]; it is not waited for.)
+    fn follow(&self, mut tail: Tail) {
+        while !self.stopping.load(Ordering::Acquire) {
+            let entries = tail.wait();
+            for (id, message) in &entries {
+                self.log.append(*id, message);
+            }
+            if !entries.is_empty() {
+                self.announce(self.log.last_id());
+            }
+        }
     }
 
     /// Open `/events` streams right now.
@@ -125,6 +192,7 @@ impl Hub {
 
     /// Ends every stream and stops the writer threads (joined before this returns).
     pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
         self.drop_streams();
         if let Fanout::Writers(writers) = &self.fanout {
             writers.stop();

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use sse_server::config::{self, Command, Config};
+use sse_server::resp;
 use sse_server::Server;
 
 fn main() -> ExitCode {
@@ -18,12 +19,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (host, port) = (config.host.clone(), config.port);
+    // A Redis URL that cannot be right is a setting error, like a bad port.
+    if let Some(Err(err)) = config.redis.as_deref().map(resp::Url::parse) {
+        eprintln!("error: --redis / REDIS_URL: {err}\n\n{}", config::USAGE);
+        return ExitCode::from(2);
+    }
     let config_for_warnings = config.clone();
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(err) => {
-            eprintln!("error: cannot listen on {host}:{port}: {err}");
+            eprintln!("error: {err}");
             return ExitCode::FAILURE;
         }
     };

@@ -92,7 +92,7 @@ pub fn send_message(
         Some(bytes) => String::from_utf8(bytes).map_err(|_| RequestError::NotUtf8)?,
     };
 
-    let id = hub.broadcast(&message);
+    let id = hub.broadcast(&message)?;
     let clients = hub.clients();
     eprintln!(
         "broadcast #{id} ({} bytes, clients: {clients})",

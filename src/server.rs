@@ -47,14 +47,19 @@ impl Server {
     /// Binds `config.host:config.port` (port 0 picks a free port) and starts the hub.
     ///
     /// # Errors
-    /// The address cannot be resolved, or is in use, or binding is not allowed, or the hub's
-    /// writer threads could not start.
+    /// The address cannot be resolved, or is in use, or binding is not allowed ("cannot listen
+    /// on ..."); Redis cannot be reached (the message names its URL); a thread could not start.
     pub fn bind(config: Config) -> io::Result<Server> {
-        let addr = (config.host.as_str(), config.port)
-            .to_socket_addrs()?
+        let (host, port) = (config.host.as_str(), config.port);
+        let cannot_listen = |e: io::Error| {
+            io::Error::new(e.kind(), format!("cannot listen on {host}:{port}: {e}"))
+        };
+        let addr = (host, port)
+            .to_socket_addrs()
+            .map_err(cannot_listen)?
             .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "host has no address"))?;
-        let listener = TcpListener::bind(addr)?;
+            .ok_or_else(|| cannot_listen(io::ErrorKind::InvalidInput.into()))?;
+        let listener = TcpListener::bind(addr).map_err(cannot_listen)?;
         Ok(Server {
             listener,
             hub: Hub::start(&config)?,

@@ -317,7 +317,7 @@ fn replay_comes_right_after_the_retry_frame() {
 fn history_holds_at_least_the_last_1000_broadcasts() {
     let server = TestServer::with_interval(NO_TICK_MS);
     for i in 1..=1005 {
-        server.hub.broadcast(&format!("m{i}"));
+        server.hub.broadcast(&format!("m{i}")).unwrap();
     }
     let mut events = EventStream::open(server.addr, &[("Last-Event-ID", "5")]);
     for i in 6..=1005 {
@@ -340,7 +340,7 @@ fn replay_and_live_broadcasts_have_no_gap_and_no_duplicate_with(writers: usize) 
     // Broadcasts keep coming while the client connects: some are replayed, the rest live.
     let sender = thread::spawn(move || {
         for i in 1..=TOTAL {
-            hub.broadcast(&format!("m{i}"));
+            hub.broadcast(&format!("m{i}")).unwrap();
             if i % 10 == 0 {
                 thread::sleep(Duration::from_millis(1));
             }
@@ -451,7 +451,7 @@ fn client_that_stops_reading_does_not_delay_others() {
 fn flood(server: &TestServer, messages: u64, size: usize) {
     let big = "x".repeat(size);
     for _ in 0..messages {
-        server.hub.broadcast(&big);
+        server.hub.broadcast(&big).expect("in-memory broadcasts never fail");
     }
 }
 
