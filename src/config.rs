@@ -40,7 +40,8 @@ pub const DEFAULT_HEAD_TIMEOUT_MS: u64 = 10_000;
 pub const USAGE: &str = "\
 Usage: sse-server [OPTIONS]
 
-A Server-Sent Events server: GET / (the page), GET /events (the stream), /send (broadcast).
+A Server-Sent Events server: GET / (the page), GET /events (the stream), /send (broadcast),
+POST /drop (close every stream; browsers reconnect by themselves).
 
 Options (a flag wins over its environment variable):
   --port N              port to listen on; 0 picks a free one   [env PORT, default 3000]
@@ -56,6 +57,11 @@ Options (a flag wins over its environment variable):
                         redis://HOST[:PORT][/DB]                [env REDIS_URL, default: in memory]
   --redis-key NAME      the Redis key of the shared log         [env REDIS_KEY, default sse]
   -h, --help            print this help
+
+Examples:
+  sse-server                      # http://127.0.0.1:3000/, this machine only
+  sse-server --host 0.0.0.0       # a classroom: students open the printed address
+  PORT=0 sse-server               # any free port; the startup line says which
 ";
 
 /// Everything the server needs to know before it starts.

@@ -21,8 +21,10 @@
 //!     socket.
 //! 14. [`hub`]: the log, the fan-out and the count of streams, behind `broadcast` and `subscribe`.
 //! 15. [`stream`]: `GET /events`, from the response head until the client leaves.
-//! 16. [`routes`]: `GET /`, `/send`, `POST /drop`, and the dispatch of every request.
-//! 17. [`server`]: the listening socket and one thread per connection.
+//! 16. [`origin`]: refusing `/send` and `/drop` from other sites' pages (403).
+//! 17. [`routes`]: `GET /`, `/send`, `POST /drop`, and the dispatch of every request.
+//! 18. [`server`]: the listening socket and one thread per connection.
+//! 19. [`interfaces`]: the addresses printed for `--host 0.0.0.0`, for a classroom.
 //!
 //! `main.rs` only wires these together. Tests start a [`Server`] on port 0 in-process.
 
@@ -31,6 +33,8 @@ pub mod config;
 pub mod event_log;
 pub mod http;
 pub mod hub;
+pub mod interfaces;
+pub mod origin;
 pub mod redis_log;
 pub mod resp;
 pub mod routes;

@@ -4,8 +4,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use sse_server::config::{self, Command, Config};
-use sse_server::resp;
 use sse_server::Server;
+use sse_server::{interfaces, resp};
 
 fn main() -> ExitCode {
     let config = match Config::from_env_and_args() {
@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let config_for_warnings = config.clone();
+    let host = config.host.clone();
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(err) => {
@@ -37,6 +38,10 @@ fn main() -> ExitCode {
     }
     // The one line scripts wait for: it carries the real port (useful with PORT=0).
     println!("Server running at {}", server.url());
+    // On `--host 0.0.0.0`: the addresses students can type (interfaces.rs).
+    for line in interfaces::classroom_lines(&host, server.local_addr().port()) {
+        println!("{line}");
+    }
     let _ = std::io::stdout().flush();
     server.run();
     ExitCode::SUCCESS

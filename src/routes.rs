@@ -7,6 +7,9 @@
 //! | `/send`        | [`send_message`]               | broadcasts a message, answers JSON        |
 //! | `POST /drop`   | [`drop_streams`]               | ends every stream, answers JSON           |
 //!
+//! `/send` and `/drop` change something, so a request to them from another site's page is
+//! refused with 403 (see `origin.rs`).
+//!
 //! Every connection carries one request; each thread runs [`handle_connection`] and ends with it.
 
 use std::net::{SocketAddr, TcpStream};
@@ -16,7 +19,7 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::http::{self, Request, RequestError, RequestReader, Response, Status};
 use crate::hub::Hub;
-use crate::{stream, urlencoded};
+use crate::{origin, stream, urlencoded};
 
 /// The browser page, compiled into the binary so `GET /` works from any working directory.
 pub const PAGE: &str = include_str!("../index.html");
@@ -29,6 +32,14 @@ pub fn handle_connection(stream: &Arc<TcpStream>, peer: SocketAddr, config: &Con
         Ok(request) => request,
         Err(err) => return http::answer_error(stream, peer, None, &err),
     };
+    // Before anything changes (and before a body is read, so a refused send uses up no id).
+    let changes_state = matches!(
+        (request.path(), request.method.as_str()),
+        ("/send", "GET" | "POST") | ("/drop", "POST")
+    );
+    if let Some(why) = origin::cross_site(&request).filter(|_| changes_state) {
+        return http::answer_error(stream, peer, Some(&request), &RequestError::CrossSite(why));
+    }
     // Node: `if (req.url === '/events') ... else if ... else { res.writeHead(404); ... }`.
     let answer = match (request.path(), request.method.as_str()) {
         ("/", "GET" | "HEAD") => Ok(serve_page()),

@@ -1,7 +1,9 @@
 //! The page in a real browser: headless Chromium loads `/`, and the test reads the page's DOM
 //! while the server broadcasts. It checks what no socket-level test can: that the browser's own
 //! `EventSource` opens, that broadcasts and ticks reach the page, that a message full of HTML
-//! shows as text and runs nothing, and that the raw-wire panel shows the frames.
+//! shows as text and runs nothing, that the raw-wire panel shows the frames, and that after
+//! "Drop every connection" the browser reconnects by itself with `Last-Event-ID` and the page
+//! shows the message sent during the gap once, marked as replayed.
 //!
 //! How it drives the browser: Chromium started with `--remote-debugging-port=0` serves the
 //! DevTools protocol (CDP): JSON messages over a WebSocket. `{"id":1,"method":"Runtime.evaluate",
@@ -22,7 +24,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, PROMPTLY};
+use common::{json_number, TestServer, PROMPTLY};
+use sse_server::sse::OPENING_COMMENT;
 
 /// How long the page may take to reach a state we wait for (page load, a message, a tick).
 const WAIT: Duration = Duration::from_secs(10);
@@ -71,6 +74,7 @@ fn page_in_headless_chromium_shows_stream_messages_and_raw_wire() {
     // The raw panel shows the same stream as text: the retry frame, the broadcast, ticks. Each
     // line end is shown as the two characters `\n` (`\\n` in these Rust strings), then a break.
     for (what, line) in [
+        ("the opening comment", format!(": {OPENING_COMMENT}\\n")),
         ("the retry frame", "retry: 3000\\n".to_string()),
         ("the broadcast's id", format!("id: {id}\\n")),
         (
@@ -126,7 +130,13 @@ fn page_in_headless_chromium_shows_stream_messages_and_raw_wire() {
     let sent = page.eval("$('sent').textContent");
     assert!(sent.ends_with("to 2 client(s)."), "{sent:?}");
 
-    let shot = page.screenshot();
+    // The comment line is shown as one, apart from the fields.
+    assert_eq!(
+        page.eval("$('raw').querySelector('.comment').textContent"),
+        format!(": {OPENING_COMMENT}")
+    );
+
+    let shot = page.screenshot("browser-test-page.png");
     let messages = page.eval("$('messages').innerText");
     let newest_frames =
         page.eval("[...$('raw').children].slice(0, 3).map(f => f.textContent).join('')");
@@ -170,6 +180,100 @@ fn page_in_headless_chromium_shows_stream_messages_and_raw_wire() {
     );
     assert_eq!(page.eval("$('raw').childElementCount"), "50");
 
+    // "Drop every connection": the server closes both of this page's streams. EventSource waits
+    // `retry` (3 s) and reconnects by itself with Last-Event-ID; the raw panel's fetch does not.
+    let last = server.send("the last one before the drop");
+    page.wait_until(
+        "#last-id to show the last message's id",
+        &format!("$('last-id').textContent === '{last}'"),
+    );
+    page.eval("$('drop').click()");
+    page.wait_until(
+        "#state to say connecting",
+        "$('state').textContent === 'connecting'",
+    );
+    server.wait_for_clients(0, PROMPTLY);
+    page.wait_until(
+        "#dropped to report both streams",
+        "$('dropped').textContent.includes('closed 2 stream(s)')",
+    );
+    // During the gap, another connection broadcasts (as another tab would): nobody hears it live.
+    let (status, answer) = common::post(&server.url("/send"), "text/plain", "sent during the gap");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        json_number(&answer, "clients"),
+        0,
+        "sent in the gap: {answer}"
+    );
+    let gap_id = json_number(&answer, "id");
+    page.wait_until(
+        "#state to say open again",
+        "$('state').textContent === 'open'",
+    );
+    page.wait_until(
+        "the gap's message in #messages",
+        "$('messages').innerText.includes('sent during the gap')",
+    );
+    server.wait_for_clients(1, PROMPTLY);
+    // Shown once, first, and marked as replayed.
+    let copies = page.eval(
+        "[...$('messages').children]\
+         .filter(li => li.querySelector('.text').textContent === 'sent during the gap').length",
+    );
+    assert_eq!(copies, "1", "the gap's message exactly once");
+    let replayed = page.eval("$('messages').firstElementChild.innerText");
+    assert!(
+        replayed.starts_with(&format!("#{gap_id}"))
+            && replayed.ends_with("sent while you were away"),
+        "{replayed:?}"
+    );
+    assert_eq!(
+        page.eval("$('messages').firstElementChild.classList.contains('replayed')"),
+        "true"
+    );
+    // What the page tells about the reconnection: the id the browser sent, the wait, the states.
+    assert_eq!(page.eval("$('sent-id').textContent"), last.to_string());
+    let replayed_count = page.eval("$('replayed').textContent");
+    assert!(
+        replayed_count.starts_with("1 message"),
+        "{replayed_count:?}"
+    );
+    let wait = page.eval("$('wait').textContent");
+    let seconds: f64 = wait.split(' ').next().unwrap().parse().unwrap();
+    assert!(
+        (2.9..9.0).contains(&seconds),
+        "waited about retry: {wait:?}"
+    );
+    assert!(wait.contains("retry: 3000"), "{wait:?}");
+    let states = page.eval(
+        "[...$('state-log').children].map(li => li.querySelector('.state-name').textContent).join(' ')",
+    );
+    assert!(states.ends_with("open connecting open"), "{states:?}");
+    let open_entry = page.eval("$('state-log').lastElementChild.textContent");
+    assert!(
+        open_entry.contains(&format!("Last-Event-ID: {last}")),
+        "{open_entry:?}"
+    );
+    assert_eq!(page.eval("$('raw-state').textContent"), "closed");
+
+    // Once the new connection has ticked, a broadcast is live: not marked.
+    let tick_before = page.eval("$('tick').textContent");
+    page.wait_until(
+        "a tick on the new connection",
+        &format!("$('tick').textContent !== {}", json_string(&tick_before)),
+    );
+    server.send("live after the reconnect");
+    page.wait_until(
+        "the live message",
+        "$('messages').firstElementChild.innerText.includes('live after the reconnect')",
+    );
+    assert_eq!(
+        page.eval("$('messages').firstElementChild.classList.contains('replayed')"),
+        "false"
+    );
+    let reconnect_shot = page.screenshot("browser-test-reconnect.png");
+    let state_log = page.eval("$('state-log').innerText");
+
     // What the browser showed (before the burst), for the run log.
     eprintln!("--- the page in {} ---", browser.version);
     eprintln!("state: {}", page.eval("$('state').textContent"));
@@ -178,6 +282,12 @@ fn page_in_headless_chromium_shows_stream_messages_and_raw_wire() {
     eprintln!("messages:\n{messages}");
     eprintln!("raw panel, newest 3 frames:\n{newest_frames}");
     eprintln!("screenshot: {}", shot.display());
+    eprintln!("after the drop, the state log:\n{state_log}");
+    eprintln!("replayed: {replayed}");
+    eprintln!(
+        "screenshot after the reconnect: {}",
+        reconnect_shot.display()
+    );
 }
 
 /// `$CHROMIUM` if set (and it exists), else `/usr/bin/chromium`, else `chromium` on `PATH`.
@@ -401,11 +511,20 @@ impl Cdp {
         }
     }
 
-    /// Saves a PNG of the page under the target directory and returns its path.
-    fn screenshot(&mut self) -> PathBuf {
-        let response = self.call("Page.captureScreenshot", "{\"format\":\"png\"}");
+    /// Saves a PNG of the whole page (not only the window) as `name` under the target directory
+    /// and returns its path.
+    fn screenshot(&mut self, name: &str) -> PathBuf {
+        let (width, height) = (
+            self.eval("document.documentElement.scrollWidth"),
+            self.eval("document.documentElement.scrollHeight"),
+        );
+        let params = format!(
+            "{{\"format\":\"png\",\"captureBeyondViewport\":true,\
+             \"clip\":{{\"x\":0,\"y\":0,\"width\":{width},\"height\":{height},\"scale\":1}}}}"
+        );
+        let response = self.call("Page.captureScreenshot", &params);
         let png = base64_decode(&json_string_field(&response, "data").expect("screenshot data"));
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-test-page.png");
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
         std::fs::write(&path, png).expect("write the screenshot");
         path
     }

@@ -193,6 +193,24 @@ fn ticks_do_not_change_the_last_event_id() {
     );
 }
 
+/// A broadcast sent the moment a server has started must not be missed by a writer thread that
+/// had not yet run its first line (it used to start after the newest id *as it then read it*,
+/// one too late, and the client, already caught up, slept until its next tick). A race, so it is
+/// tried on many fresh servers; each try takes about a millisecond.
+#[test]
+fn the_first_broadcast_after_startup_reaches_a_stream_opened_before_it() {
+    for attempt in 0..500 {
+        let server = TestServer::with_interval(NO_TICK_MS);
+        let mut events = EventStream::open(server.addr, &[]);
+        server.send("first");
+        let event = events.next_event(Duration::from_secs(2));
+        assert!(
+            event.is_some(),
+            "attempt {attempt}: the broadcast never came"
+        );
+    }
+}
+
 #[test]
 fn broadcast_arrives_promptly_without_waiting_for_a_tick() {
     let server = TestServer::with_interval(NO_TICK_MS);
@@ -451,7 +469,10 @@ fn client_that_stops_reading_does_not_delay_others() {
 fn flood(server: &TestServer, messages: u64, size: usize) {
     let big = "x".repeat(size);
     for _ in 0..messages {
-        server.hub.broadcast(&big).expect("in-memory broadcasts never fail");
+        server
+            .hub
+            .broadcast(&big)
+            .expect("in-memory broadcasts never fail");
     }
 }
 

@@ -346,8 +346,14 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// `POST url` with a text/plain body through curl over HTTP/2: (HTTP version, status, body).
 fn curl_post(tools: &Tools, url: &str, body: &str) -> (String, u16, String) {
+    curl_post_with(tools, url, body, &[])
+}
+
+/// [`curl_post`] with more curl arguments (`-H`eaders, `--http1.1`).
+fn curl_post_with(tools: &Tools, url: &str, body: &str, args: &[&str]) -> (String, u16, String) {
     let output = Command::new(&tools.curl)
         .args(["--http2", "-k", "-s", "--max-time", "5"])
+        .args(args)
         .args(["-H", "Content-Type: text/plain; charset=utf-8"])
         .args(["--data-binary", body])
         .args(["-w", "\n%{http_version} %{http_code}"])
@@ -445,4 +451,42 @@ fn a_client_leaving_nginx_stops_counting_at_the_server_within_two_ticks() {
     drop(events);
     let slack = Duration::from_secs(2);
     server.wait_for_clients(0, 2 * Duration::from_millis(TICK_MS) + slack);
+}
+
+#[test]
+fn the_page_behind_nginx_may_send_and_drop_and_a_page_of_another_origin_may_not() {
+    let Some(tools) = tools() else { return };
+    let server = TestServer::with_interval(QUIET_TICK_MS);
+    let proxy = Nginx::start(&tools, server.addr);
+    // What a browser sends with the page's fetch('/send'): its own origin, https, nginx's port.
+    let own = format!("Origin: https://127.0.0.1:{}", proxy.port);
+    let other_port = format!("Origin: https://127.0.0.1:{}", proxy.port + 1);
+    for (version, http) in [("2", "--http2"), ("1.1", "--http1.1")] {
+        for path in ["/send", "/drop"] {
+            let url = proxy.url(path);
+            let page = ["-H", &own, "-H", "Sec-Fetch-Site: same-origin", http];
+            let answer = curl_post_with(&tools, &url, "from the page", &page);
+            assert_eq!(
+                (answer.0.as_str(), answer.1),
+                (version, 200),
+                "{path} from the page over HTTP/{version} (nginx must pass the Host port): \
+                 {answer:?}\n{}",
+                proxy.log()
+            );
+            for refused in [
+                ["-H", &other_port, "-H", "Sec-Fetch-Site: same-site", http],
+                [
+                    "-H",
+                    "Origin: https://evil.example",
+                    "-H",
+                    "Sec-Fetch-Site: cross-site",
+                    http,
+                ],
+                ["-H", &other_port, "-H", "X-Nothing: 1", http], // Origin alone
+            ] {
+                let answer = curl_post_with(&tools, &url, "forged", &refused);
+                assert_eq!(answer.1, 403, "{path} with {refused:?}: {answer:?}");
+            }
+        }
+    }
 }

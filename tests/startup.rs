@@ -69,6 +69,84 @@ fn startup_line_has_the_url_with_the_real_port() {
     assert_eq!(get(&server.url).0, 200);
 }
 
+/// Starts `command` and returns the lines it prints on stdout within a moment of the first:
+/// the startup line and whatever follows it at once. Nothing is sent to any address printed.
+fn startup_lines(mut command: Command) -> (Running, Vec<String>) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server binary");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first: String = lines.recv_timeout(PROMPTLY).expect("a startup line");
+    let url = first[first.find("http://").expect("an address")..].to_string();
+    let mut printed = vec![first];
+    // The classroom lines are printed right after it, before the stdout flush.
+    while let Ok(line) = lines.recv_timeout(Duration::from_millis(300)) {
+        printed.push(line);
+    }
+    (Running { child, url }, printed)
+}
+
+#[test]
+fn wildcard_host_prints_one_line_per_address_other_machines_can_use() {
+    let mut command = server_command();
+    command.args(["--host", "0.0.0.0"]);
+    let (server, printed) = startup_lines(command);
+    assert!(
+        printed[0].contains("http://0.0.0.0:"),
+        "the startup line names the host as given: {printed:?}"
+    );
+    let port: u16 = server
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    // What this machine's /proc lists now (interfaces.rs, unit-tested on sample text).
+    let expected = sse_server::interfaces::classroom_lines("0.0.0.0", port);
+    assert_eq!(printed[1..], expected[..], "{printed:?}");
+    for line in &printed[1..] {
+        let url = line
+            .strip_prefix("  from another machine: http://")
+            .unwrap_or_else(|| panic!("{line:?}"));
+        assert!(url.ends_with(&format!(":{port}/")), "{line:?}");
+        assert!(
+            !url.starts_with("127.") && !url.starts_with("169.254."),
+            "{line:?}"
+        );
+    }
+    if expected.is_empty() {
+        eprintln!("this machine has no address but loopback: no classroom line to see");
+    }
+}
+
+#[test]
+fn a_loopback_host_prints_the_startup_line_only() {
+    let (_server, printed) = startup_lines(server_command());
+    assert_eq!(printed.len(), 1, "{printed:?}");
+}
+
+#[test]
+fn help_shows_the_classroom_command() {
+    let output = Command::new(BIN).arg("--help").output().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("--host 0.0.0.0") && text.contains("classroom"),
+        "{text}"
+    );
+}
+
 #[test]
 fn flags_win_over_environment_variables() {
     // PORT=1 would fail (a privileged port); --port 0 overrides it.

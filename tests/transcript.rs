@@ -139,7 +139,8 @@ fn record_session() -> Vec<String> {
     t.note("2. The head comes at once (res.writeHead + res.flushHeaders): no Content-Length,");
     t.note("   no chunking; the body is the stream, until the connection closes.");
     t.receive(&mut events, "\r\n\r\n", 1);
-    t.note("3. First frame: reconnect 3000 ms after a drop. No data line, so no event fires.");
+    t.note("3. A comment line (it starts with a colon: EventSource ignores it), then the first");
+    t.note("   frame: reconnect 3000 ms after a drop. No data line, so no event fires.");
     t.receive(&mut events, "\n\n", 1);
     t.note("4. A second later, the timer's frame: a named event, and deliberately no id line.");
     t.receive(&mut events, "\n\n", 1);
