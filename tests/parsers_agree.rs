@@ -8,14 +8,14 @@ mod common;
 #[allow(dead_code)]
 mod fast;
 
-use common::SseParser;
+use common::Parser;
 
 /// What a stream means to the load test: `tick`, or a message's data and id.
 fn spec_events(bytes: &[u8], chunk: usize) -> Vec<String> {
-    let mut parser = SseParser::new();
+    let mut parser = Parser::new();
     let mut seen = Vec::new();
     for piece in bytes.chunks(chunk) {
-        parser.feed(piece);
+        parser.push(piece);
         while let Some(event) = parser.next_event() {
             seen.push(match event.kind.as_str() {
                 "tick" => "tick".to_string(),

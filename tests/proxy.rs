@@ -18,7 +18,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{json_number, Event, SseParser, TestServer, PROMPTLY};
+use common::{json_number, Event, Parser, TestServer, PROMPTLY};
 
 /// Ticks this often in the tests that watch ticks: several fit in a second.
 const TICK_MS: u64 = 400;
@@ -241,7 +241,7 @@ struct Curl {
     /// The response head as curl prints it (`-i`), status line included.
     head: String,
     /// The body, read as a browser would.
-    parser: SseParser,
+    parser: Parser,
 }
 
 impl Curl {
@@ -271,7 +271,7 @@ impl Curl {
             chunks,
             unread: Vec::new(),
             head: String::new(),
-            parser: SseParser::new(),
+            parser: Parser::new(),
         };
         let deadline = Instant::now() + PROMPTLY;
         let end = loop {
@@ -286,7 +286,7 @@ impl Curl {
         };
         curl.head = String::from_utf8(curl.unread.drain(..end).collect()).expect("an ASCII head");
         let body_start = std::mem::take(&mut curl.unread);
-        curl.parser.feed(&body_start);
+        curl.parser.push(&body_start);
         curl
     }
 
@@ -300,7 +300,7 @@ impl Curl {
                 true
             }
             Ok(chunk) => {
-                self.parser.feed(&chunk);
+                self.parser.push(&chunk);
                 true
             }
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => false,

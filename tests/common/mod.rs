@@ -168,138 +168,14 @@ pub struct Event {
     pub last_event_id: String,
 }
 
-/// The HTML spec's event-stream parser ("interpreting an event stream", §9.2.6), fed bytes as
-/// they arrive: what a browser's `EventSource` would dispatch, event by event. Every test that
-/// reads a stream (directly, or through nginx and curl) reads it with this.
-#[derive(Default)]
-pub struct SseParser {
-    /// Bytes received and not yet split into lines.
-    unread: Vec<u8>,
-    /// No byte seen yet: a leading U+FEFF BOM is still to be stripped.
-    started: bool,
-    /// A CR ended the last line; an LF right after it belongs to the same line end.
-    after_cr: bool,
-    // The parser's buffers, named as in the spec.
-    data: String,
-    event_type: String,
-    last_event_id: String,
-    /// The last valid `retry:` value, in ms.
-    pub reconnection_time: Option<u64>,
-}
-
-impl SseParser {
-    pub fn new() -> SseParser {
-        SseParser::default()
-    }
-
-    /// Adds bytes as they arrived (a read may end anywhere, even inside a line or a CRLF).
-    pub fn feed(&mut self, bytes: &[u8]) {
-        self.unread.extend_from_slice(bytes);
-        if !self.started && !self.unread.is_empty() {
-            // One leading BOM is stripped (spec: the stream may start with U+FEFF); only one.
-            if self.unread.starts_with("\u{feff}".as_bytes()) {
-                self.unread.drain(..3);
-            } else if "\u{feff}".as_bytes().starts_with(&self.unread) {
-                return; // maybe a BOM cut in the middle: wait for more
-            }
-            self.started = true;
-        }
-    }
-
-    /// The next event the bytes fed so far complete, if any.
-    pub fn next_event(&mut self) -> Option<Event> {
-        if !self.started {
-            return None;
-        }
-        while let Some(line) = self.take_line() {
-            if let Some(event) = self.process_line(&line) {
-                return Some(event);
-            }
-        }
-        None
-    }
-
-    /// The next complete line (without its line end), or None if none is complete yet.
-    fn take_line(&mut self) -> Option<String> {
-        // An LF right after a CR that ended the previous line belongs to that line end, even
-        // if it arrives in a later read.
-        if self.after_cr {
-            match self.unread.first() {
-                None => return None,
-                Some(b'\n') => {
-                    self.unread.remove(0);
-                }
-                Some(_) => {}
-            }
-            self.after_cr = false;
-        }
-        let end = self.unread.iter().position(|&b| b == b'\n' || b == b'\r')?;
-        let line = String::from_utf8(self.unread[..end].to_vec()).expect("the stream is UTF-8");
-        self.after_cr = self.unread[end] == b'\r';
-        self.unread.drain(..=end);
-        Some(line)
-    }
-
-    /// One line: a blank line dispatches, a colon first is a comment, else `field: value`.
-    fn process_line(&mut self, line: &str) -> Option<Event> {
-        if line.is_empty() {
-            return self.dispatch();
-        }
-        if line.starts_with(':') {
-            return None; // a comment
-        }
-        // No colon: the whole line is the field name, with an empty value. After the colon,
-        // exactly one space is stripped.
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
-        };
-        // Field names are compared exactly: `Data:` is not `data:`.
-        match field {
-            "event" => self.event_type = value.to_string(),
-            "data" => {
-                self.data.push_str(value);
-                self.data.push('\n');
-            }
-            // An id with a NUL is ignored; an empty one resets the last event id.
-            "id" if !value.contains('\0') => self.last_event_id = value.to_string(),
-            // ASCII digits only; anything else is ignored.
-            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                self.reconnection_time = value.parse().ok()
-            }
-            _ => {} // unknown fields are ignored
-        }
-        None
-    }
-
-    /// The blank line: fire the event if there is data, then reset the buffers.
-    fn dispatch(&mut self) -> Option<Event> {
-        let kind = std::mem::take(&mut self.event_type);
-        if self.data.is_empty() {
-            return None;
-        }
-        let mut data = std::mem::take(&mut self.data);
-        data.pop(); // the LF after the last data line
-        Some(Event {
-            kind: if kind.is_empty() {
-                "message".to_string()
-            } else {
-                kind
-            },
-            data,
-            last_event_id: self.last_event_id.clone(),
-        })
-    }
-}
-
-/// A `GET /events` connection read through the spec's parser ([`SseParser`]).
+/// A `GET /events` connection read through the spec's parser ([`Parser`]).
 pub struct EventStream {
     pub stream: TcpStream,
     /// The response head as received, status line included.
     pub head: String,
     /// Every body byte received so far.
     pub raw: Vec<u8>,
-    pub parser: SseParser,
+    pub parser: Parser,
 }
 
 impl EventStream {
@@ -330,7 +206,7 @@ impl EventStream {
             stream,
             head: String::from_utf8(received).expect("an ASCII head"),
             raw: Vec::new(),
-            parser: SseParser::new(),
+            parser: Parser::new(),
         }
     }
 
@@ -358,7 +234,7 @@ impl EventStream {
             Ok(0) | Err(_) => false,
             Ok(n) => {
                 self.raw.extend_from_slice(&buf[..n]);
-                self.parser.feed(&buf[..n]);
+                self.parser.push(&buf[..n]);
                 true
             }
         }
@@ -413,11 +289,154 @@ impl EventStream {
                 Ok(0) => return true,
                 Ok(n) => {
                     self.raw.extend_from_slice(&buf[..n]);
-                    self.parser.feed(&buf[..n]);
+                    self.parser.push(&buf[..n]);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
                 Err(_) => return false,
             }
         }
+    }
+}
+
+/// The HTML spec's "interpreting an event stream" (§9.2.6), fed bytes: what a browser's
+/// `EventSource` does with the body. `tests/browser_rules.rs` checks it rule by rule.
+#[derive(Default)]
+pub struct Parser {
+    /// Bytes received and not yet part of a complete line.
+    unread: Vec<u8>,
+    /// The start of the stream is behind us (a leading BOM has been looked for).
+    started: bool,
+    /// A CR ended the last line; an LF right after it belongs to the same line end.
+    after_cr: bool,
+    // The three buffers, named as in the spec.
+    data: String,
+    event_type: String,
+    last_event_id_buffer: String,
+    /// The `EventSource`'s "last event ID string": set from the buffer at every dispatch, even
+    /// one that fires nothing; sent back as `Last-Event-ID` on a reconnect.
+    pub last_event_id: String,
+    /// The event stream's reconnection time, once a valid `retry:` line has set it.
+    pub reconnection_time: Option<u64>,
+}
+
+impl Parser {
+    pub fn new() -> Parser {
+        Parser::default()
+    }
+
+    /// Adds received body bytes; nothing is parsed until [`Parser::next_event`].
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.unread.extend_from_slice(bytes);
+    }
+
+    /// Pushes `bytes` and returns every event they complete, in order.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<Event> {
+        self.push(bytes);
+        std::iter::from_fn(|| self.next_event()).collect()
+    }
+
+    /// The stream ended: whatever was not dispatched by a blank line is discarded.
+    pub fn end(&mut self) {
+        self.unread.clear();
+        self.after_cr = false;
+        self.data.clear();
+        self.event_type.clear();
+    }
+
+    /// The next event the received bytes complete, or None if they complete no more.
+    pub fn next_event(&mut self) -> Option<Event> {
+        while let Some(line) = self.take_line() {
+            if let Some(event) = self.process_line(&line) {
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    /// The next complete line (without its line end), or None if none is complete yet.
+    fn take_line(&mut self) -> Option<String> {
+        // UTF-8 decoding strips one leading byte order mark (U+FEFF, bytes EF BB BF).
+        if !self.started {
+            const BOM: &[u8] = b"\xEF\xBB\xBF";
+            let n = self.unread.len().min(BOM.len());
+            if self.unread[..n] != BOM[..n] {
+                self.started = true;
+            } else if n == BOM.len() {
+                self.unread.drain(..n);
+                self.started = true;
+            } else {
+                return None; // could still be a BOM: wait for more bytes
+            }
+        }
+        // An LF right after a CR that ended the previous line belongs to that line end, even
+        // if it arrives in a later read.
+        if self.after_cr {
+            match self.unread.first() {
+                None => return None,
+                Some(b'\n') => {
+                    self.unread.remove(0);
+                }
+                Some(_) => {}
+            }
+            self.after_cr = false;
+        }
+        let end = self.unread.iter().position(|&b| b == b'\n' || b == b'\r')?;
+        // The stream is decoded as UTF-8 whatever the headers say; invalid bytes become
+        // U+FFFD. CR and LF never occur inside a multi-byte character, so decoding a line at a
+        // time gives the same text as decoding the whole stream.
+        let line = String::from_utf8_lossy(&self.unread[..end]).into_owned();
+        self.after_cr = self.unread[end] == b'\r';
+        self.unread.drain(..=end);
+        Some(line)
+    }
+
+    /// One line: a blank line dispatches, a line starting with `:` is a comment, any other line
+    /// is `field:value` (one leading space of the value removed) or a field name alone.
+    fn process_line(&mut self, line: &str) -> Option<Event> {
+        if line.is_empty() {
+            return self.dispatch();
+        }
+        if line.starts_with(':') {
+            return None; // a comment
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        // Field names are compared exactly: `Data` is not `data`.
+        match field {
+            "event" => self.event_type = value.to_string(),
+            "data" => {
+                self.data.push_str(value);
+                self.data.push('\n');
+            }
+            "id" if !value.contains('\0') => self.last_event_id_buffer = value.to_string(),
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                self.reconnection_time = value.parse().ok()
+            }
+            _ => {} // unknown fields, an id with NUL, a retry that is not digits: ignored
+        }
+        None
+    }
+
+    /// The blank line: set the last event ID, fire the event if there is data, reset the
+    /// data and event type buffers (not the last event ID buffer).
+    fn dispatch(&mut self) -> Option<Event> {
+        self.last_event_id = self.last_event_id_buffer.clone();
+        let kind = std::mem::take(&mut self.event_type);
+        if self.data.is_empty() {
+            return None;
+        }
+        let mut data = std::mem::take(&mut self.data);
+        data.pop(); // the LF after the last data line
+        Some(Event {
+            kind: if kind.is_empty() {
+                "message".to_string()
+            } else {
+                kind
+            },
+            data,
+            last_event_id: self.last_event_id.clone(),
+        })
     }
 }
