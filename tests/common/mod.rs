@@ -421,3 +421,6 @@ impl EventStream {
         }
     }
 }
+
+/// A real redis-server for the tests that share a log through Redis.
+pub mod redis;
