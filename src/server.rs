@@ -51,9 +51,8 @@ impl Server {
     /// on ..."); Redis cannot be reached (the message names its URL); a thread could not start.
     pub fn bind(config: Config) -> io::Result<Server> {
         let (host, port) = (config.host.as_str(), config.port);
-        let cannot_listen = |e: io::Error| {
-            io::Error::new(e.kind(), format!("cannot listen on {host}:{port}: {e}"))
-        };
+        let cannot_listen =
+            |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {host}:{port}: {e}"));
         let addr = (host, port)
             .to_socket_addrs()
             .map_err(cannot_listen)?

@@ -451,7 +451,10 @@ fn client_that_stops_reading_does_not_delay_others() {
 fn flood(server: &TestServer, messages: u64, size: usize) {
     let big = "x".repeat(size);
     for _ in 0..messages {
-        server.hub.broadcast(&big).expect("in-memory broadcasts never fail");
+        server
+            .hub
+            .broadcast(&big)
+            .expect("in-memory broadcasts never fail");
     }
 }
 
