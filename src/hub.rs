@@ -171,7 +171,16 @@ impl Hub {
                 (n < self.max_clients).then_some(n + 1)
             })
             .ok()?;
-        let (replay, cursor) = self.log.start(last_event_id);
+        let (replay, mut cursor) = self.log.start(last_event_id);
+        // With Redis, ids never start over, so a `Last-Event-ID` past this instance's newest is
+        // one another instance has sent and the tail has yet to bring (it lags by a round trip,
+        // or more while it reconnects). Live broadcasts start after it, or the browser would get
+        // it twice. (Redis counts in i64: a bigger id is not one of its, and starts live.)
+        if let (Some(_), Some(k)) = (&self.shared, last_event_id) {
+            if k > cursor && k <= i64::MAX as u64 {
+                cursor = k;
+            }
+        }
         Some(Subscription {
             hub: self,
             replay,
@@ -208,7 +217,8 @@ pub struct Subscription<'a> {
     hub: &'a Hub,
     /// Broadcasts the browser missed (after its `Last-Event-ID`), oldest first.
     replay: Vec<Broadcast>,
-    /// The newest broadcast id when the stream started: live broadcasts are those after it.
+    /// The newest broadcast id when the stream started (or, with Redis, the browser's
+    /// `Last-Event-ID` if that is newer): live broadcasts are those after it.
     cursor: u64,
     /// Open streams, this one included, when it was counted.
     pub clients: usize,

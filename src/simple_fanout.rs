@@ -82,7 +82,8 @@ impl SimpleFanout {
             for broadcast in &news {
                 out.write_all(&broadcast.frame)?;
             }
-            cursor = catch_up.last_id;
+            // Never back: a stream may start past the log's newest (see `Hub::subscribe`).
+            cursor = cursor.max(catch_up.last_id);
             let now = Instant::now();
             if !news.is_empty() {
                 timer.wrote(now);

@@ -325,7 +325,8 @@ impl WriterClient {
         if catch_up.lost > 0 {
             return Err(fell_behind(catch_up.lost));
         }
-        state.cursor = catch_up.last_id;
+        // Never back: a stream may start past the log's newest (see `Hub::subscribe`).
+        state.cursor = state.cursor.max(catch_up.last_id);
         for broadcast in &news {
             self.write_waiting(&broadcast.frame)?;
         }

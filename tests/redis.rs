@@ -1,188 +1,30 @@
 //! The shared log against a real Redis, and the RESP client against a fake one.
 //!
-//! The real-Redis tests start their own `redis-server` on a free loopback port, with nothing
-//! saved to disk except what a test asks for. Without `redis-server` they print "skipped" and
-//! pass, except under CI (`CI=true`), where it fails them: CI installs it.
-//! `REDIS_SERVER=/nowhere cargo test --test redis` shows the skip; a path there also picks the
-//! binary to use.
+//! The real-Redis tests start their own `redis-server` on a free loopback port
+//! (`tests/common/redis.rs`), with nothing saved to disk except what a test asks for. Without
+//! `redis-server` they print "skipped" and pass, except under CI (`CI=true`), where it fails
+//! them: CI installs it. `REDIS_SERVER=/nowhere cargo test --test redis` shows the skip; a path
+//! there also picks the binary to use.
 //!
 //! The fake Redis is a `TcpListener` that answers with broken, truncated, oversized or endless
 //! replies: the client must give up with an error, in time, without panicking and without
 //! reading more than its limits.
 
-use std::fs;
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::redis::{free_port, Redis};
+use common::PROMPTLY;
 use sse_server::event_log::HISTORY_LEN;
 use sse_server::redis_log::{self, RedisLog, Tail};
 use sse_server::resp::{self, Connection, Error, Reply, Url};
-
-/// Long enough for anything that should happen "at once", even on a loaded 2-core machine.
-const PROMPTLY: Duration = Duration::from_secs(5);
-
-// ---------------------------------------------------------------------------------------------
-// A real redis-server: found, or skipped (passing), or missing under CI (failing).
-
-/// `$REDIS_SERVER` if set, else `redis-server` on `PATH` or in the sbin directories; None after
-/// printing why the test is skipped. Panics under `CI=true`.
-fn redis_server() -> Option<PathBuf> {
-    let found = match std::env::var_os("REDIS_SERVER") {
-        Some(path) => Some(PathBuf::from(path)).filter(|p| is_executable(p)),
-        None => {
-            let path = std::env::var_os("PATH").unwrap_or_default();
-            std::env::split_paths(&path)
-                .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
-                .map(|dir| dir.join("redis-server"))
-                .find(|candidate| is_executable(candidate))
-        }
-    };
-    if found.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true but redis-server is not installed: .ci/run must install it");
-        }
-        eprintln!("skipped: redis-server not installed (CI installs it)");
-    }
-    found
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// A loopback port that was free a moment ago (bind port 0, read it, let it go).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().unwrap().port()
-}
-
-/// A scratch directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("sse-redis-test-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create the scratch directory");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// redis-server on a free loopback port, killed on drop.
-struct Redis {
-    binary: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    // Declared last: removed after `Drop::drop` has stopped redis-server.
-    dir: TempDir,
-}
-
-impl Redis {
-    /// A fresh redis-server, or None when the test is skipped.
-    fn start() -> Option<Redis> {
-        let mut redis = Redis {
-            binary: redis_server()?,
-            port: free_port(),
-            child: None,
-            dir: TempDir::new(),
-        };
-        redis.launch();
-        Some(redis)
-    }
-
-    /// Starts redis-server on our port and directory (again, after `stop`), and waits until it
-    /// answers PING.
-    fn launch(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let log = fs::File::create(self.dir.0.join("stdout.log")).unwrap();
-        let child = Command::new(&self.binary)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            // No snapshots and no append-only file: nothing written unless a test asks.
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir.0)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + PROMPTLY;
-        // Connected is not enough: while loading its data Redis answers -LOADING.
-        while !self.answers_ping() {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("redis-server exited ({status}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server not answering:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn answers_ping(&self) -> bool {
-        let url = Url::parse(&self.url()).unwrap();
-        Connection::connect(&url, Duration::from_secs(1))
-            .and_then(|mut c| c.call(&[b"PING"]))
-            .is_ok_and(|reply| reply == Reply::Simple("PONG".into()))
-    }
-
-    /// Stops redis-server after saving its data to the directory, as a Redis with persistence
-    /// would on shutdown: `launch` then loads it back.
-    fn stop(&mut self) {
-        let url = Url::parse(&self.url()).unwrap();
-        let mut redis = Connection::connect(&url, PROMPTLY).expect("connect to stop it");
-        // On success Redis exits without a reply: the connection just closes.
-        let _ = redis.call(&[b"SHUTDOWN", b"SAVE"]);
-        let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + PROMPTLY;
-        while matches!(child.try_wait(), Ok(None)) {
-            assert!(Instant::now() < deadline, "redis-server did not stop");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// A plain connection, for looking at the keys directly.
-    fn connection(&self, db: u32) -> Connection {
-        let url = Url::parse(&format!("{}/{db}", self.url())).unwrap();
-        Connection::connect(&url, PROMPTLY).unwrap()
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.0.join("stdout.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// A tail running on its own thread, as the server runs it, passing on what it reads. The
 /// thread stops within one `wait` once this is dropped.

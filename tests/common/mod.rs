@@ -440,3 +440,6 @@ impl Parser {
         })
     }
 }
+
+/// A real redis-server for the tests that share a log through Redis.
+pub mod redis;
