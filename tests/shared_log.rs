@@ -25,7 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::redis::{find_on_path, free_port, Redis, TempDir};
-use common::{get, json_number, post, Event, EventStream, SseParser, TestServer, PROMPTLY};
+use common::{get, json_number, post, Event, EventStream, Parser, TestServer, PROMPTLY};
 use sse_server::redis_log;
 use sse_server::resp::{self, Reply};
 
@@ -1027,7 +1027,7 @@ struct CurlStream {
     child: Child,
     chunks: Receiver<Vec<u8>>,
     head: String,
-    parser: SseParser,
+    parser: Parser,
 }
 
 impl CurlStream {
@@ -1053,7 +1053,7 @@ impl CurlStream {
             child,
             chunks,
             head: String::new(),
-            parser: SseParser::new(),
+            parser: Parser::new(),
         };
         let deadline = Instant::now() + PROMPTLY;
         let mut received = Vec::new();
@@ -1073,7 +1073,7 @@ impl CurlStream {
             }
         };
         stream.head = String::from_utf8(received[..end].to_vec()).expect("an ASCII head");
-        stream.parser.feed(&received[end..]);
+        stream.parser.push(&received[end..]);
         stream
     }
 
@@ -1090,7 +1090,7 @@ impl CurlStream {
                 .chunks
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .ok()?;
-            self.parser.feed(&chunk);
+            self.parser.push(&chunk);
         }
     }
 }
