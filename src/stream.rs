@@ -7,7 +7,7 @@
 //! res.flushHeaders();
 //! const timer = setInterval(() => res.write(tick()), 1000);
 //! clients.add(res);
-//! req.on('close', () => { clearInterval(timer); clients.delete(res); });
+//! res.on('close', () => { clearInterval(timer); clients.delete(res); });
 //! ```
 //!
 //! Here the connection's thread *is* the handler: it writes the head, then stays in the

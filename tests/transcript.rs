@@ -130,7 +130,7 @@ fn record_session() -> Vec<String> {
     let server = TestServer::start(|c| c.interval = Duration::from_secs(1));
     let mut t = Transcript::default();
 
-    t.note("1. The browser opens the stream: an ordinary GET, with one header that matters.");
+    t.note("1. A client opens the stream: an ordinary GET (a browser sends more headers).");
     let mut events = connect(server.addr);
     t.send(
         &mut events,
@@ -152,20 +152,21 @@ fn record_session() -> Vec<String> {
     t.note("6. The stream gets it at once: the id, one data line, the blank line that fires it.");
     t.receive(&mut events, "\n\n", 1);
 
-    t.note("7. A message with a CRLF line break in it...");
-    send_message(&mut t, server.addr, "line one\r\nline two");
-    t.note("8. ...becomes one data line per line; the browser joins them with \\n.");
-    t.receive(&mut events, "\n\n", 1);
-
-    t.note("9. The connection drops. The browser waits `retry` ms, reconnects, and says which id");
-    t.note("   it saw last. Everything after it is replayed first: here, id 2.");
+    t.note("7. The connection drops (say, the laptop's Wi-Fi blips) after id 1. Meanwhile");
+    t.note("   another connection sends a message with a CRLF line break in it.");
     drop(events);
+    // The server notices at its next failing write (a tick); the answer below then counts 0.
+    server.wait_for_clients(0, Duration::from_secs(5));
+    send_message(&mut t, server.addr, "line one\r\nline two");
+    t.note("8. The browser waits `retry` ms, reconnects, and sends the last id it saw: 1.");
     let mut again = connect(server.addr);
     t.send(
         &mut again,
         "GET /events HTTP/1.1\r\nHost: localhost:3000\r\nAccept: text/event-stream\r\n\
          Last-Event-ID: 1\r\n\r\n",
     );
+    t.note("9. Everything after id 1 is replayed first, right after `retry`: id 2, one data");
+    t.note("   line per line of the message (the browser joins them with \\n).");
     t.receive(&mut again, "\r\n\r\n", 1);
     t.receive(&mut again, "\n\n", 2);
     t.lines
