@@ -19,7 +19,8 @@
 //!   caps its clients, and why it runs in *another* process here: N client threads and N server
 //!   threads would not fit in one.
 //! - **tick CPU**: the server's CPU use while only ticks flow, in % of one core: the price of
-//!   idle streams (every tick wakes one thread per client).
+//!   idle streams (one write per client per tick; with `--broadcast-writers 0`, also one thread
+//!   wake-up per client per tick).
 //! - **fan-out latency**: from just before a `POST /send` request is written until a client has
 //!   read the message, over every (client, message) pair: median (the typical case), p99 (the
 //!   unlucky 1 %) and max. Both instants come from one monotonic clock (`Instant`, this process).
