@@ -500,7 +500,7 @@ fn body_length(request: &Request) -> Result<usize, RequestError> {
 
 /// Reads and throws away what the client still sends, for at most [`LINGER`] and
 /// [`LINGER_BYTES`], or until it closes its side. Used after our response, before closing.
-pub fn drain(stream: &TcpStream) {
+fn drain(stream: &TcpStream) {
     let deadline = Instant::now() + LINGER;
     let mut sink = [0u8; 4096];
     let mut total = 0;

@@ -163,8 +163,11 @@ impl Hub {
     }
 
     /// A place for a new `/events` stream whose browser last saw `last_event_id`, or `None` when
-    /// [`Config::max_clients`] streams are open already.
+    /// [`Config::max_clients`] streams are open already (or the server is shutting down).
     pub fn subscribe(&self, last_event_id: Option<u64>) -> Option<Subscription<'_>> {
+        if self.stopping.load(Ordering::Acquire) {
+            return None;
+        }
         let before = self
             .clients
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
