@@ -7,7 +7,7 @@
 
 use std::io;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
 
@@ -18,8 +18,8 @@ pub struct Client {
     pub stream: Arc<TcpStream>,
     /// The thread that owns this client. Whoever has news for it wakes it with `unpark`.
     pub owner: Thread,
-    /// Set by `POST /drop`: the thread ends the stream at its next wake-up.
-    dropped: AtomicBool,
+    /// Set by `POST /drop` (or a shutdown): the thread ends the stream at its next wake-up.
+    closed: AtomicBool,
 }
 
 impl Client {
@@ -28,27 +28,61 @@ impl Client {
         Client {
             stream,
             owner: thread::current(),
-            dropped: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }
     }
 
     /// Ends this client's stream now, from any thread: the socket is shut down both ways, so the
     /// browser sees the stream end at once (and reconnects after `retry`), and the owner thread is
     /// woken to notice.
-    pub fn drop_stream(&self) {
-        self.dropped.store(true, Ordering::Release);
+    pub fn close_stream(&self) {
+        self.closed.store(true, Ordering::Release);
         let _ = self.stream.shutdown(Shutdown::Both);
         self.owner.unpark();
     }
 
-    /// `Err("dropped")` once [`Client::drop_stream`] was called: the owner thread checks this
-    /// each time it wakes.
+    /// `Err("dropped")` (as the log says: `POST /drop` dropped the connection) once
+    /// [`Client::close_stream`] was called: the owner thread checks this each time it wakes.
     ///
     /// # Errors
-    /// The stream was dropped.
-    pub fn check_dropped(&self) -> io::Result<()> {
-        if self.dropped.load(Ordering::Acquire) {
-            return Err(io::Error::other("dropped"));
+    /// The stream was closed.
+    pub fn check_closed(&self) -> io::Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        Ok(())
+    }
+}
+
+/// The error that ends a stream closed by `POST /drop` or a shutdown; its log line says "dropped".
+pub fn closed() -> io::Error {
+    io::Error::other("dropped")
+}
+
+/// Counts the times every stream was closed at once (`POST /drop`, a shutdown). A stream notes
+/// the count when it is admitted and looks again right after it joined a [`Roster`]: a close
+/// that came in between could not find it in the roster, but changed the count.
+#[derive(Default)]
+pub struct Closings(AtomicU64);
+
+impl Closings {
+    /// The count now.
+    pub fn seen(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Counts one more closing; call it *before* closing the streams in the roster.
+    pub fn count(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `Err("dropped")` if a closing happened since `seen`.
+    ///
+    /// # Errors
+    /// Every stream was closed after this one was admitted.
+    pub fn check_since(&self, seen: u64) -> io::Result<()> {
+        if self.seen() != seen {
+            return Err(closed());
         }
         Ok(())
     }
@@ -146,6 +180,18 @@ mod tests {
     }
 
     #[test]
+    fn a_closing_after_a_stream_was_admitted_is_seen() {
+        let closings = Closings::default();
+        let seen = closings.seen();
+        assert!(closings.check_since(seen).is_ok());
+        closings.count();
+        assert_eq!(
+            closings.check_since(seen).unwrap_err().to_string(),
+            "dropped"
+        );
+    }
+
+    #[test]
     fn zero_groups_means_one() {
         let roster = Roster::new(0);
         let _a = roster.join(Arc::new("a"));
@@ -154,14 +200,14 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_client_says_so_and_its_socket_is_shut() {
+    fn a_closed_client_says_dropped_and_its_socket_is_shut() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut far = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (near, _) = listener.accept().unwrap();
         let client = Client::new(Arc::new(near));
-        assert!(client.check_dropped().is_ok());
-        client.drop_stream();
-        assert_eq!(client.check_dropped().unwrap_err().to_string(), "dropped");
+        assert!(client.check_closed().is_ok());
+        client.close_stream();
+        assert_eq!(client.check_closed().unwrap_err().to_string(), "dropped");
         let mut buf = [0u8; 1];
         assert_eq!(
             io::Read::read(&mut far, &mut buf).unwrap(),

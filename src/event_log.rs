@@ -105,7 +105,7 @@ impl EventLog {
     pub fn append(&self, id: u64, message: &str) {
         // Encoded before taking the lock: the id is known already.
         let frame: Arc<[u8]> = sse::message_frame(id, message).into();
-        let mut history = self.history.write().unwrap_or_else(|e| e.into_inner());
+        let mut history = sync::write(&self.history);
         if id <= history.last_id {
             return;
         }

@@ -120,6 +120,8 @@ pub enum RequestError {
     NoThread(String),
     /// The shared log (Redis) cannot be reached, so `/send` cannot broadcast: 503.
     LogUnavailable,
+    /// The server is stopping and takes no new stream: 503.
+    ShuttingDown,
 }
 
 /// How long a client told "503" should wait before trying again, in seconds (`Retry-After`).
@@ -184,6 +186,10 @@ impl RequestError {
             RequestError::NoThread(why) => (
                 Status::SERVICE_UNAVAILABLE,
                 format!("cannot start a thread: {why}"),
+            ),
+            RequestError::ShuttingDown => (
+                Status::SERVICE_UNAVAILABLE,
+                "the server is shutting down".to_string(),
             ),
             RequestError::LogUnavailable => (
                 Status::SERVICE_UNAVAILABLE,

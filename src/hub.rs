@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
+use crate::clients::Closings;
 use crate::config::Config;
 use crate::event_log::{Broadcast, EventLog, HISTORY_LEN};
 use crate::http::RequestError;
@@ -53,8 +54,10 @@ pub struct Hub {
     max_clients: usize,
     /// The writer threads of the fast way, joined by [`Hub::shutdown`].
     writers: Mutex<Vec<JoinHandle<()>>>,
-    /// Set by [`Hub::shutdown`]: the Redis tail thread returns.
+    /// Set by [`Hub::shutdown`]: the Redis tail thread returns, no new stream is admitted.
     stopping: AtomicBool,
+    /// Counts `POST /drop`s and shutdowns, for streams admitted but not yet in the fan-out.
+    closings: Closings,
 }
 
 impl Hub {
@@ -89,6 +92,7 @@ impl Hub {
             max_clients: config.max_clients,
             writers: Mutex::default(),
             stopping: AtomicBool::new(false),
+            closings: Closings::default(),
         });
         for index in 0..config.broadcast_writers {
             let for_thread = Arc::clone(&hub);
@@ -162,18 +166,21 @@ impl Hub {
         self.clients.load(Ordering::Acquire)
     }
 
-    /// A place for a new `/events` stream whose browser last saw `last_event_id`, or `None` when
-    /// [`Config::max_clients`] streams are open already (or the server is shutting down).
-    pub fn subscribe(&self, last_event_id: Option<u64>) -> Option<Subscription<'_>> {
+    /// A place for a new `/events` stream whose browser last saw `last_event_id`.
+    ///
+    /// # Errors
+    /// [`RequestError::TooManyClients`] when [`Config::max_clients`] streams are open already;
+    /// [`RequestError::ShuttingDown`] once [`Hub::shutdown`] has begun.
+    pub fn subscribe(&self, last_event_id: Option<u64>) -> Result<Subscription<'_>, RequestError> {
         if self.stopping.load(Ordering::Acquire) {
-            return None;
+            return Err(RequestError::ShuttingDown);
         }
         let before = self
             .clients
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max_clients).then_some(n + 1)
             })
-            .ok()?;
+            .map_err(|_| RequestError::TooManyClients)?;
         let (replay, mut cursor) = self.log.start(last_event_id);
         // With Redis, ids never start over, so a `Last-Event-ID` past this instance's newest is
         // one another instance has sent and the tail has yet to bring (it lags by a round trip,
@@ -184,10 +191,11 @@ impl Hub {
                 cursor = k;
             }
         }
-        Some(Subscription {
+        Ok(Subscription {
             hub: self,
             replay,
             cursor,
+            closings_seen: self.closings.seen(),
             clients: before + 1,
             counted: true,
         })
@@ -196,9 +204,11 @@ impl Hub {
     /// Ends every open stream at once (`POST /drop`); returns how many. Their browsers reconnect
     /// by themselves after `retry` ms, with `Last-Event-ID`.
     pub fn drop_streams(&self) -> usize {
+        // Counted first: a stream admitted but not yet in the fan-out sees it once it joins.
+        self.closings.count();
         match &self.fanout {
-            Fanout::Simple(simple) => simple.drop_streams(),
-            Fanout::Writers(writers) => writers.drop_streams(),
+            Fanout::Simple(simple) => simple.close_streams(),
+            Fanout::Writers(writers) => writers.close_streams(),
         }
     }
 
@@ -223,6 +233,8 @@ pub struct Subscription<'a> {
     /// The newest broadcast id when the stream started (or, with Redis, the browser's
     /// `Last-Event-ID` if that is newer): live broadcasts are those after it.
     cursor: u64,
+    /// The closings count when this stream was admitted (see [`Closings`]).
+    closings_seen: u64,
     /// Open streams, this one included, when it was counted.
     pub clients: usize,
     /// Still counted in `clients` (until [`Subscription::leave`] or drop).
@@ -239,9 +251,10 @@ impl Subscription<'_> {
             (&**stream).write_all(&broadcast.frame)?;
         }
         let hub = self.hub;
+        let closings = (&hub.closings, self.closings_seen);
         match &hub.fanout {
-            Fanout::Simple(simple) => simple.serve(stream, self.cursor, &hub.log, hub.clock),
-            Fanout::Writers(writers) => writers.serve(stream, self.cursor, &hub.log, hub.clock),
+            Fanout::Simple(f) => f.serve(stream, self.cursor, &hub.log, hub.clock, closings),
+            Fanout::Writers(f) => f.serve(stream, self.cursor, &hub.log, hub.clock, closings),
         }
     }
 

@@ -48,6 +48,7 @@ use std::time::Duration;
 use crate::event_log::HISTORY_LEN;
 use crate::http::MAX_BODY_BYTES;
 use crate::resp::{self, Connection, Error, Reply, Url};
+use crate::sync;
 
 /// Time limit for connecting, and for each command's reply. Redis answers in well under a
 /// millisecond on a local network, so a Redis silent for 2 s is as good as gone.
@@ -219,7 +220,7 @@ impl RedisLog {
         &self,
         call: impl FnOnce(&mut Connection) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = sync::lock(&self.connection);
         let mut redis = match slot.take() {
             Some(redis) if redis.is_open() => redis,
             _ => Connection::connect(&self.url, TIMEOUT)?,

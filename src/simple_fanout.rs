@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use crate::clients::{fell_behind, Client, Roster};
+use crate::clients::{fell_behind, Client, Closings, Roster};
 use crate::event_log::EventLog;
 use crate::ticks::{StreamTimer, TickClock};
 
@@ -45,34 +45,36 @@ impl SimpleFanout {
     }
 
     /// Ends every stream now (`POST /drop`); returns how many there were.
-    pub fn drop_streams(&self) -> usize {
-        let mut dropped = 0;
+    pub fn close_streams(&self) -> usize {
+        let mut closed = 0;
         self.clients.each(|client| {
-            client.drop_stream();
-            dropped += 1;
+            client.close_stream();
+            closed += 1;
         });
-        dropped
+        closed
     }
 
     /// The connection thread's loop for one stream, from `cursor` (the id of the last broadcast
     /// it has) on: sleep until the next tick or until woken, write every broadcast after the
     /// cursor, write the tick if it is due. Ends only with an error: the first failed write, a
-    /// drop, or falling behind the history.
+    /// `POST /drop` (also one since `closings` was `seen`), or falling behind the history.
     pub fn serve(
         &self,
         stream: &Arc<TcpStream>,
         mut cursor: u64,
         log: &EventLog,
         clock: TickClock,
+        (closings, seen): (&Closings, u64),
     ) -> io::Result<Infallible> {
         // Node: `clients.add(res)`; `_place` is the `clients.delete(res)` when this returns.
         let client = Arc::new(Client::new(Arc::clone(stream)));
         let _place = self.clients.join(Arc::clone(&client));
+        closings.check_since(seen)?;
         let mut out = &**stream;
         let mut timer = StreamTimer::new(clock, Instant::now());
         let mut news = Vec::new();
         loop {
-            client.check_dropped()?;
+            client.check_closed()?;
             // Node's `res.write(frame)` from the broadcast loop, done by this client's thread.
             news.clear();
             let catch_up = log.after(cursor, &mut news);
@@ -92,7 +94,7 @@ impl SimpleFanout {
             if let Some(frame) = timer.frame_due(now) {
                 out.write_all(&frame.encode())?;
             }
-            // Sleep until the timer's next moment, or until `announce` (or a drop) wakes us.
+            // Sleep until the timer's next moment, or until `announce` (or `POST /drop`) wakes us.
             thread::park_timeout(timer.wake_time().saturating_duration_since(Instant::now()));
         }
     }

@@ -11,15 +11,17 @@
 //! ```
 //!
 //! Here the connection's thread *is* the handler: it writes the head, then stays in the
-//! fan-out's loop (`simple_fanout.rs`), writing ticks and broadcasts, and learns that the client
-//! left when a write fails: there is no `'close'` event on a plain socket.
+//! fan-out's loop until the stream ends (`hub.rs` says which fan-out). In the simple way that
+//! loop writes the ticks and broadcasts itself, like the Node handler; in the fast way writer
+//! threads do, and this thread sleeps until one hands the client back. Either way the server
+//! learns that the client left when a write fails: there is no `'close'` event on a plain socket.
 
 use std::convert::Infallible;
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 
-use crate::http::{self, Request, RequestError, Status};
+use crate::http::{self, Request, Status};
 use crate::hub::{Hub, Subscription};
 use crate::sse;
 
@@ -53,9 +55,10 @@ pub fn serve_events(stream: &Arc<TcpStream>, peer: SocketAddr, request: &Request
         .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|v| v.parse::<u64>().ok());
     // Node: `clients.add(res)`. The place is given back when the subscription ends.
-    let Some(mut subscription) = hub.subscribe(last_event_id) else {
+    let mut subscription = match hub.subscribe(last_event_id) {
+        Ok(subscription) => subscription,
         // A browser gives up on a non-200 answer for good; the page itself retries later.
-        return http::answer_error(stream, peer, Some(request), &RequestError::TooManyClients);
+        Err(err) => return http::answer_error(stream, peer, Some(request), &err),
     };
     eprintln!(
         "{peer} connected to /events (clients: {})",
@@ -66,6 +69,9 @@ pub fn serve_events(stream: &Arc<TcpStream>, peer: SocketAddr, request: &Request
     // client that closed is usually noticed by the second write after it left: the first is
     // accepted by our kernel, and the client's kernel answers it with a reset.
     let Err(err) = write_stream(stream, &mut subscription);
+    // Closed now, both ways: a writer thread may hold the socket a little longer (until the
+    // client's next due tick), and the browser should see the end at once.
+    let _ = stream.shutdown(Shutdown::Both);
     let why = match err.kind() {
         io::ErrorKind::BrokenPipe => "closed".to_string(),
         io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => "reset".to_string(),

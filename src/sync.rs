@@ -1,9 +1,10 @@
 //! Locks that keep working after a thread panicked while holding them.
 //!
-//! Rust "poisons" a lock whose holder panicked, and `lock()` then returns an error. Nothing here
-//! leaves shared data half-changed across a panic (each update is one assignment or one push), so
-//! the data is still good and every caller takes it anyway: one connection's bug never takes the
-//! whole server down.
+//! Rust "poisons" a lock whose holder panicked, and `lock()` then returns an error. Here every
+//! caller takes the data anyway: one connection's bug must never take the whole server down.
+//! That is safe because no update here can be left half-done in a way that matters: a
+//! half-finished change to a client's state ends that client at worst, and the event log only
+//! changes through short blocks with no code that could panic in the middle.
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

@@ -20,8 +20,12 @@
 //! thread ever waits for that client, and a stuck client delays nobody else. The connection
 //! thread has nothing else to do: it sleeps until it is handed something.
 //!
-//! Every write to a client's socket happens under that client's `state` lock, so frames never
-//! interleave, and a writer never *waits* for that lock (it uses `try_lock`).
+//! Once a client has joined, every write to its socket happens under that client's `state` lock,
+//! so frames never interleave, and a writer never *waits* for that lock (it uses `try_lock`).
+//! (The head and the replay are written before it joins, when no writer can see it yet.)
+//!
+//! Locks are taken in one order only: `announced`, then a writer's schedule; a client's `state`
+//! is never held together with either.
 
 use std::cmp::{Ordering as ByTime, Reverse};
 use std::collections::BinaryHeap;
@@ -33,7 +37,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::clients::{fell_behind, Client, Roster};
+use crate::clients::{fell_behind, Client, Closings, Roster};
 use crate::event_log::{Broadcast, EventLog};
 use crate::sync::lock;
 use crate::ticks::{StreamTimer, TickClock, TimerFrame};
@@ -84,6 +88,8 @@ struct WriterClient {
     state: Mutex<State>,
     /// A timer frame a writer could not write (see [`OWED_NONE`]); its thread writes it.
     owed: AtomicU8,
+    /// Its thread has ended: the writers forget it at its next due time.
+    left: AtomicBool,
     /// When the client was created; `last_write` counts from here.
     born: Instant,
     /// Nanoseconds after `born` of the last complete write: for the keep-alive, read by writers
@@ -91,10 +97,12 @@ struct WriterClient {
     last_write: AtomicU64,
 }
 
-/// Values of [`WriterClient::owed`]: nothing, a tick, a keep-alive.
+/// Values of [`WriterClient::owed`]: nothing, a keep-alive, a tick. Ordered: a tick owed is never
+/// replaced by a keep-alive (a tick keeps the connection alive too); two ticks owed become one,
+/// as when the simple way's timer wakes late.
 const OWED_NONE: u8 = 0;
-const OWED_TICK: u8 = 1;
-const OWED_KEEP_ALIVE: u8 = 2;
+const OWED_KEEP_ALIVE: u8 = 1;
+const OWED_TICK: u8 = 2;
 
 struct State {
     /// Id of the last broadcast written to this client.
@@ -108,10 +116,19 @@ struct State {
     failed: Option<io::Error>,
 }
 
+/// Sets [`WriterClient::left`] when the connection thread's `serve` returns, however it returns.
+struct Leaving<'a>(&'a WriterClient);
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        self.0.left.store(true, Ordering::Release);
+    }
+}
+
 /// What a writer's write attempt came to.
 enum Wrote {
     All,
-    /// The socket was full, or the client is its own thread's for now: nothing written.
+    /// The socket was full: nothing written.
     Nothing,
     /// Some bytes went out, or the write failed: the client is handed back either way.
     HandedBack,
@@ -137,21 +154,26 @@ impl WriterFanout {
         self.wakeup.notify_all();
     }
 
+    /// Wakes the writers to look at their schedules again (a client joined) or at `stopping`.
+    fn wake_writers(&self) {
+        let _announced = lock(&self.announced);
+        self.wakeup.notify_all();
+    }
+
     /// Ends every stream now (`POST /drop`); returns how many there were.
-    pub fn drop_streams(&self) -> usize {
-        let mut dropped = 0;
+    pub fn close_streams(&self) -> usize {
+        let mut closed = 0;
         self.clients.each(|writer_client| {
-            writer_client.client.drop_stream();
-            dropped += 1;
+            writer_client.client.close_stream();
+            closed += 1;
         });
-        dropped
+        closed
     }
 
     /// Tells the writer threads to return (when the server shuts down).
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
-        let _announced = lock(&self.announced);
-        self.wakeup.notify_all();
+        self.wake_writers();
     }
 
     /// The loop of writer number `index`: wait for a broadcast or the next tick due, write it to
@@ -188,8 +210,9 @@ impl WriterFanout {
                 // If this writer fell behind the history, its clients did too: `write_news`
                 // hands them back to their threads, which see the loss.
                 cursor = log.after(cursor, &mut news).last_id;
+                let now = Instant::now();
                 for writer_client in self.clients.group(index) {
-                    writer_client.write_news(&news);
+                    writer_client.write_news(&news, now);
                 }
             }
             self.write_ticks(index);
@@ -214,21 +237,21 @@ impl WriterFanout {
                 due_now.extend(schedule.pop().map(|Reverse(due)| due));
             }
         }
+        // Each frame encoded once for the round, shared by every client due now.
         let mut tick: Option<Arc<[u8]>> = None;
+        let mut keep_alive: Option<Arc<[u8]>> = None;
         let mut again = Vec::with_capacity(due_now.len());
         for mut due in due_now {
-            // Only this queue still holds the client: its thread has ended. Forget it.
-            if Arc::strong_count(&due.client) == 1 {
-                continue;
+            if due.client.left.load(Ordering::Acquire) {
+                continue; // its thread has ended: forget it (and let its socket go)
             }
             due.timer.wrote(due.client.last_write());
             if let Some(frame) = due.timer.frame_due(now) {
-                let bytes = match frame {
-                    TimerFrame::Tick => {
-                        Arc::clone(tick.get_or_insert_with(|| TimerFrame::Tick.encode().into()))
-                    }
-                    TimerFrame::KeepAlive => TimerFrame::KeepAlive.encode().into(),
+                let shared = match frame {
+                    TimerFrame::Tick => &mut tick,
+                    TimerFrame::KeepAlive => &mut keep_alive,
                 };
+                let bytes = Arc::clone(shared.get_or_insert_with(|| frame.encode().into()));
                 due.client.write_timer_frame(frame, &bytes, now);
             }
             due.at = due.timer.wake_time();
@@ -239,20 +262,25 @@ impl WriterFanout {
 
     /// The connection thread's part for one stream, from `cursor` (the id of the last broadcast
     /// it has) on. The writers write broadcasts and ticks; this thread sleeps until a writer
-    /// hands the client back (or a drop wakes it), then catches up. Ends only with an error: the
-    /// first failed write, a drop, or falling behind the history.
+    /// hands the client back (or `POST /drop` wakes it), then catches up. Ends only with an
+    /// error: the first failed write, a `POST /drop` (also one since `closings` was `seen`), or
+    /// falling behind the history.
     pub fn serve(
         &self,
         stream: &Arc<TcpStream>,
         cursor: u64,
         log: &EventLog,
         clock: TickClock,
+        (closings, seen): (&Closings, u64),
     ) -> io::Result<Infallible> {
         // Writers must never wait on a socket, so it becomes non-blocking before they see it.
         stream.set_nonblocking(true)?;
         let now = Instant::now();
         let me = Arc::new(WriterClient::new(Arc::clone(stream), cursor, now));
         let place = self.clients.join(Arc::clone(&me));
+        // However this function ends, the writers learn that the client has left.
+        let _leaving = Leaving(&me);
+        closings.check_since(seen)?;
         // Into the tick queue of the writer that has this client, and wake the writers: the
         // newcomer may be due sooner than anything they wait for.
         let timer = StreamTimer::new(clock, now);
@@ -261,9 +289,9 @@ impl WriterFanout {
             timer,
             client: Arc::clone(&me),
         }));
-        self.announce(0);
+        self.wake_writers();
         loop {
-            me.client.check_dropped()?;
+            me.client.check_closed()?;
             // Whatever woke us (a writer handing the client back), catch up: write what this
             // client has not had yet, and the tick or keep-alive a writer could not write.
             let owed = match me.owed.swap(OWED_NONE, Ordering::AcqRel) {
@@ -272,7 +300,7 @@ impl WriterFanout {
                 _ => None,
             };
             me.catch_up(log, owed.as_deref())?;
-            // Nothing to do until a writer (or a drop) wakes us: no timer of our own.
+            // Nothing to do until a writer (or `POST /drop`) wakes us: no timer of our own.
             thread::park();
         }
     }
@@ -289,6 +317,7 @@ impl WriterClient {
                 failed: None,
             }),
             owed: AtomicU8::new(OWED_NONE),
+            left: AtomicBool::new(false),
             born: now,
             last_write: AtomicU64::new(0),
         }
@@ -360,7 +389,7 @@ impl WriterClient {
 
     /// A writer's turn: write the `news` this client has not had, without ever waiting. Anything
     /// that cannot be written at once is handed back to the client's own thread.
-    fn write_news(&self, news: &[Broadcast]) {
+    fn write_news(&self, news: &[Broadcast], now: Instant) {
         let Some(first) = news.first() else {
             return;
         };
@@ -378,7 +407,10 @@ impl WriterClient {
             .unwrap_or(news.len());
         for broadcast in &news[unsent..] {
             match self.write_now(&mut state, &broadcast.frame) {
-                Wrote::All => state.cursor = broadcast.id,
+                Wrote::All => {
+                    state.cursor = broadcast.id;
+                    self.note_write(now);
+                }
                 Wrote::Nothing => return self.hand_back(state),
                 Wrote::HandedBack => {
                     state.cursor = broadcast.id;
@@ -386,7 +418,6 @@ impl WriterClient {
                 }
             }
         }
-        self.note_write(Instant::now());
     }
 
     /// A writer's turn for a timer frame (`bytes`, a tick or a keep-alive). If it cannot be
@@ -397,7 +428,7 @@ impl WriterClient {
                 TimerFrame::Tick => OWED_TICK,
                 TimerFrame::KeepAlive => OWED_KEEP_ALIVE,
             };
-            self.owed.store(owed, Ordering::Release);
+            self.owed.fetch_max(owed, Ordering::AcqRel);
             self.client.owner.unpark();
         };
         let Some(mut state) = self.try_state() else {
@@ -505,7 +536,7 @@ mod tests {
     fn a_writer_writes_the_news_and_keeps_the_client() {
         let (client, mut far) = client(0);
         let (_log, news) = log_with(&["a", "b"]);
-        client.write_news(&news);
+        client.write_news(&news, Instant::now());
         let state = lock(&client.state);
         assert_eq!((state.cursor, state.writers_may_write), (2, true));
         assert_eq!(
@@ -519,7 +550,7 @@ mod tests {
         let (client, mut far) = client(0);
         let big = "x".repeat(16 * 1024 * 1024);
         let (log, news) = log_with(&[&big]);
-        client.write_news(&news);
+        client.write_news(&news, Instant::now());
         {
             let state = lock(&client.state);
             let (frame, written) = state.pending.as_ref().expect("a frame left half written");
@@ -542,7 +573,7 @@ mod tests {
         let (client, _far) = client(0);
         fill(&client);
         let (_log, news) = log_with(&["a"]);
-        client.write_news(&news);
+        client.write_news(&news, Instant::now());
         let state = lock(&client.state);
         assert_eq!((state.cursor, state.writers_may_write), (0, false));
         assert!(state.pending.is_none());
@@ -553,7 +584,7 @@ mod tests {
         let (client, mut far) = client(0);
         let (log, news) = log_with(&["a", "b"]);
         lock(&client.state).writers_may_write = false;
-        client.write_news(&news[..1]);
+        client.write_news(&news[..1], Instant::now());
         assert_eq!(lock(&client.state).cursor, 0, "the writer kept off");
         client.catch_up(&log, None).unwrap();
         assert_eq!(
@@ -570,7 +601,7 @@ mod tests {
         let (_log, news) = log_with(&["a"]);
         let held = lock(&client.state);
         let writer_side = Arc::clone(&client);
-        let writer = thread::spawn(move || writer_side.write_news(&news));
+        let writer = thread::spawn(move || writer_side.write_news(&news, Instant::now()));
         let started = Instant::now();
         while !writer.is_finished() {
             assert!(
@@ -589,7 +620,7 @@ mod tests {
         let (log, news) = log_with(&["a"]);
         // The first write after the far end closed may still be accepted; a later one fails.
         for _ in 0..100 {
-            client.write_news(&news);
+            client.write_news(&news, Instant::now());
             if lock(&client.state).failed.is_some() {
                 break;
             }

@@ -324,3 +324,29 @@ fn a_refused_request_is_answered_in_full_even_with_a_body_left_unread() {
     assert_eq!(status_of(&answer), 403);
     assert!(answer.contains("refused"), "{answer}");
 }
+
+#[test]
+fn a_stream_still_being_replayed_to_when_drop_comes_ends_once_its_replay_is_written() {
+    for writers in [0, 2] {
+        let server = TestServer::start(|c| {
+            c.broadcast_writers = writers;
+            c.interval = Duration::from_millis(NO_TICK_MS);
+        });
+        // Far more history than the socket buffers hold: the replay's writes wait for the reader.
+        let big = "x".repeat(60 * 1024);
+        for _ in 0..300 {
+            server.hub.broadcast(&big).unwrap();
+        }
+        let mut events = EventStream::open(server.addr, &[("Last-Event-ID", "0")]);
+        server.wait_for_clients(1, PROMPTLY);
+        // The stream is admitted but still replaying, not yet among the streams /drop closes...
+        drop_all(&server);
+        // ...yet once the reader has taken the replay in, it ends instead of going live.
+        let mut last = String::new();
+        while let Some(event) = events.next_event(PROMPTLY) {
+            last = event.last_event_id;
+        }
+        assert_eq!(last, "300", "the whole replay first (writers {writers})");
+        server.wait_for_clients(0, PROMPTLY);
+    }
+}
