@@ -35,6 +35,13 @@
 //! sends the next one only once every client has the previous one: "last client" is then the
 //! time for one broadcast to reach all N clients with nothing else going on.
 //!
+//! Several instances sharing one log in Redis (`--redis`): start them yourself, name the first
+//! with `--url` and each other one with `--also-url`. The clients are spread over all of them in
+//! turn (client i goes to instance i mod M), broadcasts go to the first, and "last client" is
+//! then the slowest client of *any* instance; it is also given per instance, next to "first
+//! client" (per broadcast, its fastest client: the path through the log with no fan-out queue)
+//! and the `/send` round trip.
+//!
 //! Every phase is bounded in time, traffic goes to loopback only, and the child server is killed
 //! on every way out (a `Drop` guard; Ctrl-C reaches it too, as it is in our process group).
 
@@ -68,6 +75,9 @@ Usage: cargo run --release --example loadtest -- --clients N --messages K [OPTIO
   --server-log PATH  keep the server's log (its stderr) in PATH          [discarded]
   --url http://127.0.0.1:PORT  test a running server instead of starting one
   --pid P            with --url: its process id, to read its RSS, threads and CPU
+  --also-url http://127.0.0.1:PORT  with --url: another instance sharing its log (Redis);
+                     repeatable. Clients are spread over all instances in turn,
+                     broadcasts go to --url; last client is over all of them
 Exit code: 0 all delivered once, in order; 1 lost, duplicated or misordered deliveries, or
 connection errors; 2 usage or setup error.
 ";
@@ -101,6 +111,8 @@ struct Options {
     server_log: Option<PathBuf>,
     url: Option<SocketAddr>,
     pid: Option<u32>,
+    /// More instances sharing the log of `url`: clients are spread over all of them.
+    also: Vec<SocketAddr>,
 }
 
 fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -116,6 +128,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
         server_log: None,
         url: None,
         pid: None,
+        also: Vec::new(),
     };
     while let Some(arg) = args.next() {
         if arg == "--closed-loop" {
@@ -142,6 +155,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
             "--server-log" => o.server_log = Some(v.into()),
             "--url" => o.url = Some(loopback_addr(v)?),
             "--pid" => o.pid = Some(number(f, v)?),
+            "--also-url" => o.also.push(loopback_addr(v)?),
             _ => return Err(format!("unknown option {f}\n\n{USAGE}")),
         }
     }
@@ -153,6 +167,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
     }
     match (&o.url, o.pid, &o.server) {
         (None, Some(_), _) => Err("--pid goes with --url".into()),
+        (None, _, _) if !o.also.is_empty() => Err("--also-url goes with --url".into()),
         (Some(_), _, Some(_)) => Err("use either --url or --server, not both".into()),
         _ => Ok(o),
     }
@@ -350,6 +365,10 @@ struct Tally {
     received_at: Vec<AtomicU64>,
     /// `sent_at[k - 1]`: just before the `POST /send` of `bench-k` was written.
     sent_at: Vec<AtomicU64>,
+    /// `send_rtt[k - 1]`: from `sent_at` until its whole `200` reply was read (0: none).
+    send_rtt: Vec<AtomicU64>,
+    /// Servers the clients are spread over: client i is on instance i mod `instances`.
+    instances: usize,
     /// `delivered[k - 1]`: how many clients have `bench-k` (closed loop and drain wait on it).
     delivered: Vec<AtomicUsize>,
     /// `last_id[client]`: the `id` of the last broadcast that client read.
@@ -361,12 +380,14 @@ struct Tally {
 }
 
 impl Tally {
-    fn new(clients: usize, messages: usize) -> Tally {
+    fn new(clients: usize, messages: usize, instances: usize) -> Tally {
         Tally {
             start: Instant::now(),
             messages,
             received_at: (0..clients * messages).map(|_| AtomicU64::new(0)).collect(),
             sent_at: (0..messages).map(|_| AtomicU64::new(0)).collect(),
+            send_rtt: (0..messages).map(|_| AtomicU64::new(0)).collect(),
+            instances,
             delivered: (0..messages).map(|_| AtomicUsize::new(0)).collect(),
             last_id: (0..clients).map(|_| AtomicU64::new(0)).collect(),
             last_head_at: AtomicU64::new(0),
@@ -507,8 +528,13 @@ fn read_events(client: usize, mut stream: &TcpStream, body_start: &[u8], tally: 
 }
 
 /// Starts the N client threads, `CONNECT_CONCURRENCY` connecting at a time, and waits until each
-/// has its head or has failed. Returns the ramp time and the clients still pending.
-fn open_clients(clients: usize, addr: SocketAddr, tally: &Arc<Tally>) -> (Option<Duration>, usize) {
+/// has its head or has failed. Client i connects to `addrs[i % addrs.len()]`. Returns the ramp
+/// time and the clients still pending.
+fn open_clients(
+    clients: usize,
+    addrs: &[SocketAddr],
+    tally: &Arc<Tally>,
+) -> (Option<Duration>, usize) {
     let c = &tally.count;
     let settled = || c.connected.load(Relaxed) + c.failed.load(Relaxed) + c.refused.load(Relaxed);
     let started_ns = tally.now_ns();
@@ -524,6 +550,7 @@ fn open_clients(clients: usize, addr: SocketAddr, tally: &Arc<Tally>) -> (Option
             break;
         }
         let for_thread = Arc::clone(tally);
+        let addr = addrs[client % addrs.len()];
         let spawned = thread::Builder::new()
             .name(format!("client-{client}"))
             .stack_size(CLIENT_STACK_BYTES)
@@ -591,7 +618,11 @@ fn post_message(addr: SocketAddr, k: usize, tally: &Tally) -> Result<(), String>
         .read_to_string(&mut reply)
         .map_err(|e| error("read", e))?;
     match reply.lines().next().unwrap_or_default() {
-        status if status.starts_with("HTTP/1.1 200 ") => Ok(()),
+        status if status.starts_with("HTTP/1.1 200 ") => {
+            let rtt = tally.now_ns() - tally.sent_at[k - 1].load(Relaxed);
+            tally.send_rtt[k - 1].store(rtt.max(1), Relaxed);
+            Ok(())
+        }
         status => Err(format!("/send answered {status:?}")),
     }
 }
@@ -671,11 +702,19 @@ fn run(opts: &Options) -> Result<bool, String> {
     let pid_text = pid.map_or("unknown".into(), |p| p.to_string());
     println!("== loadtest: {n} clients, {k} broadcasts ({mode})");
     let tick_ms = opts.interval.as_millis();
-    println!("   server http://{addr}/ (pid {pid_text}), a tick every {tick_ms} ms\n");
+    println!("   server http://{addr}/ (pid {pid_text}), a tick every {tick_ms} ms");
+    for other in &opts.also {
+        println!("   and    http://{other}/ (same log), clients spread over all in turn");
+    }
+    if !opts.also.is_empty() {
+        println!("   (server RSS, threads and tick CPU below are the first instance's)");
+    }
+    println!();
 
-    let tally = Arc::new(Tally::new(n, k));
+    let addrs: Vec<SocketAddr> = std::iter::once(addr).chain(opts.also.clone()).collect();
+    let tally = Arc::new(Tally::new(n, k, addrs.len()));
     let before = pid.and_then(memory);
-    let pending = ramp_up(addr, &tally);
+    let pending = ramp_up(&addrs, &tally);
     thread::sleep(opts.settle);
     print_memory(pid, before, &tally);
     measure_tick_cpu(opts, pid, &tally);
@@ -695,9 +734,9 @@ fn run(opts: &Options) -> Result<bool, String> {
 }
 
 /// Opens the clients and prints how that went. Returns the number still pending.
-fn ramp_up(addr: SocketAddr, tally: &Arc<Tally>) -> usize {
+fn ramp_up(addrs: &[SocketAddr], tally: &Arc<Tally>) -> usize {
     let n = tally.received_at.len() / tally.messages;
-    let (ramp, pending) = open_clients(n, addr, tally);
+    let (ramp, pending) = open_clients(n, addrs, tally);
     let ok = format!("{} / {n}", tally.count.connected.load(Relaxed));
     let ramp = ramp.map_or("-".into(), |r| format!("{:.3} s", r.as_secs_f64()));
     println!("  connected          {ok:>12}   streams that got their 200 head");
@@ -746,14 +785,35 @@ fn measure_tick_cpu(opts: &Options, pid: Option<u32>, tally: &Tally) {
 
 /// Prints the latencies and the deliveries; returns the deliveries lost, doubled or misordered.
 fn print_deliveries(tally: &Tally) -> usize {
-    let (all, last) = latencies(tally);
+    let (all, last, first) = latencies(tally, |_| true);
     let ms = |ns: Option<u64>| ns.map_or("-".into(), |ns| format!("{:.3} ms", ns as f64 / 1e6));
     let (median, p99) = (ms(percentile(&all, 50.0)), ms(percentile(&all, 99.0)));
     let (max, last_median) = (ms(all.last().copied()), ms(percentile(&last, 50.0)));
+    let (last_max, first_median) = (ms(last.last().copied()), ms(percentile(&first, 50.0)));
     println!("  fan-out median     {median:>12}   from send to client, over every delivery");
     println!("  fan-out p99        {p99:>12}");
     println!("  fan-out max        {max:>12}");
     println!("  last client median {last_median:>12}   per broadcast, its slowest client");
+    println!("  last client max    {last_max:>12}   the slowest broadcast's");
+    println!("  first client median{first_median:>12}   per broadcast, its fastest client");
+    let m = tally.instances;
+    if m > 1 {
+        for i in 0..m {
+            let (_, last, first) = latencies(tally, |client| client % m == i);
+            let (last, first) = (ms(percentile(&last, 50.0)), ms(percentile(&first, 50.0)));
+            let sends = if i == 0 { ", the one sent to" } else { "" };
+            println!(
+                "    instance {i}: last {last:>12}   first {first}   (its clients only{sends})"
+            );
+        }
+    }
+    let mut rtts: Vec<u64> = tally.send_rtt.iter().map(|r| r.load(Relaxed)).collect();
+    rtts.retain(|&r| r != 0);
+    rtts.sort_unstable();
+    let (rtt, rtt_max) = (ms(percentile(&rtts, 50.0)), ms(rtts.last().copied()));
+    println!(
+        "  /send round trip   {rtt:>12}   median, until its 200 reply was read (max {rtt_max})"
+    );
     let c = &tally.count;
     let expected = tally.received_at.len();
     let lost = expected - all.len();
@@ -792,23 +852,31 @@ fn print_verdict(tally: &Tally, bad: usize, pending: usize, crashed: Option<&str
     passed
 }
 
-/// Fan-out latencies in nanoseconds, sorted: of every delivery, and of the slowest client per
-/// broadcast.
-fn latencies(tally: &Tally) -> (Vec<u64>, Vec<u64>) {
+/// Fan-out latencies in nanoseconds of the clients `pick` chooses (by index), sorted: of every
+/// delivery, of the slowest client per broadcast, and of the fastest client per broadcast.
+fn latencies(tally: &Tally, pick: impl Fn(usize) -> bool) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
     let k_count = tally.messages;
-    let (mut all, mut last_client) = (Vec::new(), Vec::new());
+    let (mut all, mut last_client, mut first_client) = (Vec::new(), Vec::new(), Vec::new());
     for (k, sent) in tally.sent_at.iter().enumerate() {
         let sent = sent.load(Relaxed);
         // Broadcast k of every client: every `k_count`-th slot, from slot k on.
-        let slots = tally.received_at.iter().skip(k).step_by(k_count);
-        let received = slots.map(|r| r.load(Relaxed)).filter(|&r| r != 0);
+        let slots = tally
+            .received_at
+            .iter()
+            .skip(k)
+            .step_by(k_count)
+            .enumerate();
+        let picked = slots.filter(|&(client, _)| pick(client));
+        let received = picked.map(|(_, r)| r.load(Relaxed)).filter(|&r| r != 0);
         let lat: Vec<u64> = received.map(|r| r.saturating_sub(sent)).collect();
         last_client.extend(lat.iter().max());
+        first_client.extend(lat.iter().min());
         all.extend(lat);
     }
     all.sort_unstable();
     last_client.sort_unstable();
-    (all, last_client)
+    first_client.sort_unstable();
+    (all, last_client, first_client)
 }
 
 /// Nearest-rank percentile of sorted values.
