@@ -22,7 +22,8 @@ PIDS="$PIDS $!"
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 for _ in $(seq 50); do
     # PING spoken by hand over bash's /dev/tcp: a RESP inline command, answered "+PONG".
-    if exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT" 2>/dev/null; then
+    # (The braces take the "connection refused" bash prints while Redis is still starting.)
+    if { exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT"; } 2>/dev/null; then
         printf 'PING\r\n' >&3
         read -r -t 1 pong <&3 || true
         exec 3<&-
