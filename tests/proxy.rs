@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::curl::Curl;
-use common::tools::{find_tool, free_port, TempDir};
+use common::tools::{find_tool, free_port, tools_or_skip, TempDir};
 use common::{json_number, TestServer, PROMPTLY};
 
 /// Ticks this often in the tests that watch ticks: several fit in a second.
@@ -36,25 +36,12 @@ struct Tools {
 
 /// The three tools, or None after printing why the test is skipped. Panics under `CI=true`.
 fn tools() -> Option<Tools> {
-    let (nginx, openssl, curl) = (find_tool("nginx"), find_tool("openssl"), find_tool("curl"));
-    let missing: Vec<&str> = [("nginx", &nginx), ("openssl", &openssl), ("curl", &curl)]
-        .iter()
-        .filter(|(_, path)| path.is_none())
-        .map(|(name, _)| *name)
-        .collect();
-    if missing.is_empty() {
-        return Some(Tools {
-            nginx: nginx?,
-            openssl: openssl?,
-            curl: curl?,
-        });
-    }
-    let missing = missing.join(", ");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but {missing} not installed: .ci/run must install it");
-    }
-    eprintln!("skipped: {missing} not installed (CI installs it)");
-    None
+    let [nginx, openssl, curl] = tools_or_skip(["nginx", "openssl", "curl"], find_tool)?;
+    Some(Tools {
+        nginx,
+        openssl,
+        curl,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

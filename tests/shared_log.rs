@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use common::curl::Curl;
 use common::redis::Redis;
-use common::tools::{find_on_path, free_port, TempDir};
+use common::tools::{find_on_path, free_port, tools_or_skip, TempDir};
 use common::{
     get, json_number, post, server_command, without_server_env, Event, EventStream, TestServer,
     PROMPTLY,
@@ -871,19 +871,10 @@ fn send_answers_503_when_redis_dribbles_a_reply_that_never_ends() {
 /// The tools the cluster script needs, or None after printing why the test is skipped. Panics
 /// under `CI=true`.
 fn cluster_tools() -> Option<PathBuf> {
-    let missing: Vec<&str> = ["redis-server", "nginx", "openssl", "curl"]
-        .into_iter()
-        .filter(|tool| find_on_path(tool).is_none())
-        .collect();
-    if missing.is_empty() {
-        return find_on_path("curl");
-    }
-    let missing = missing.join(", ");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but {missing} not installed: .ci/run must install it");
-    }
-    eprintln!("skipped: {missing} not installed (CI installs it)");
-    None
+    // On `PATH` and in sbin, as the script looks for them: not `$NGINX` and the like.
+    let tools = ["redis-server", "nginx", "openssl", "curl"];
+    let [.., curl] = tools_or_skip(tools, find_on_path)?;
+    Some(curl)
 }
 
 /// `deploy/run-cluster.sh` running in a process group of its own (it starts redis-server, the

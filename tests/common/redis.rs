@@ -14,20 +14,14 @@ use std::time::{Duration, Instant};
 
 use sse_server::resp::{Connection, Reply, Url};
 
-use super::tools::{find_tool, free_port, TempDir};
+use super::tools::{find_tool, free_port, tools_or_skip, TempDir};
 use super::PROMPTLY;
 
 /// `$REDIS_SERVER` if set, else `redis-server` on `PATH` or in the sbin directories; None after
 /// printing why the test is skipped. Panics under `CI=true`.
 pub fn redis_server() -> Option<PathBuf> {
-    let found = find_tool("redis-server");
-    if found.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true but redis-server is not installed: .ci/run must install it");
-        }
-        eprintln!("skipped: redis-server not installed (CI installs it)");
-    }
-    found
+    let [redis_server] = tools_or_skip(["redis-server"], find_tool)?;
+    Some(redis_server)
 }
 
 /// redis-server on a free loopback port, killed on drop.

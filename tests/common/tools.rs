@@ -16,6 +16,31 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// Each of `names`, found with `find` ([`find_tool`], or [`find_on_path`] where a script will
+/// look them up itself); None, after printing which are missing, when any is: the test is
+/// skipped, and passes. Panics under `CI=true`, where a missing tool fails: CI installs them.
+pub fn tools_or_skip<const N: usize>(
+    names: [&str; N],
+    find: impl Fn(&str) -> Option<PathBuf>,
+) -> Option<[PathBuf; N]> {
+    let found = names.map(find);
+    let missing: Vec<&str> = names
+        .iter()
+        .zip(&found)
+        .filter(|(_, path)| path.is_none())
+        .map(|(name, _)| *name)
+        .collect();
+    if missing.is_empty() {
+        return Some(found.map(Option::unwrap));
+    }
+    let missing = missing.join(", ");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true but {missing} not installed: .ci/run must install it");
+    }
+    eprintln!("skipped: {missing} not installed (CI installs it)");
+    None
+}
+
 /// The first `name` on `PATH`, then in the sbin directories (Debian puts redis-server and nginx
 /// in /usr/sbin or /usr/bin; sbin is not on an ordinary user's `PATH`).
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
