@@ -5,10 +5,13 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{json_number, read_to_close, status_of, EventStream, TestServer, PROMPTLY};
+use common::{
+    json_number, read_to_close, server_command, startup_url, status_of, EventStream, TestServer,
+    PROMPTLY,
+};
 
 /// So long that no tick comes during a test: a stream that ends was ended by `/drop`.
 const NO_TICK_MS: u64 = 60_000;
@@ -172,22 +175,17 @@ fn after_drop_a_client_reconnecting_with_last_event_id_gets_what_was_sent_in_bet
 
 #[test]
 fn a_dropped_stream_s_thread_logs_left_events_dropped() {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sse-server"));
-    for name in sse_server::config::env_vars() {
-        command.env_remove(name);
-    }
-    let mut child = command
-        .env("PORT", "0")
+    let mut child = server_command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the server binary");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
+    let url = startup_url(&mut child);
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
         .unwrap();
-    let url = &line[line.find("http://").expect("the startup line") + 7..];
-    let addr: SocketAddr = url.trim_end().trim_end_matches('/').parse().unwrap();
 
     let mut events = EventStream::open(addr, &[]);
     let answer = common::post(&format!("http://{addr}/drop"), "text/plain", "");

@@ -9,16 +9,15 @@
 mod common;
 
 use std::fs;
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{json_number, Event, Parser, TestServer, PROMPTLY};
+use common::curl::Curl;
+use common::tools::{find_tool, free_port, tools_or_skip, TempDir};
+use common::{json_number, TestServer, PROMPTLY};
 
 /// Ticks this often in the tests that watch ticks: several fit in a second.
 const TICK_MS: u64 = 400;
@@ -37,68 +36,16 @@ struct Tools {
 
 /// The three tools, or None after printing why the test is skipped. Panics under `CI=true`.
 fn tools() -> Option<Tools> {
-    let (nginx, openssl, curl) = (find_tool("nginx"), find_tool("openssl"), find_tool("curl"));
-    let missing: Vec<&str> = [("nginx", &nginx), ("openssl", &openssl), ("curl", &curl)]
-        .iter()
-        .filter(|(_, path)| path.is_none())
-        .map(|(name, _)| *name)
-        .collect();
-    if missing.is_empty() {
-        return Some(Tools {
-            nginx: nginx?,
-            openssl: openssl?,
-            curl: curl?,
-        });
-    }
-    let missing = missing.join(", ");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but {missing} not installed: .ci/run must install it");
-    }
-    eprintln!("skipped: {missing} not installed (CI installs it)");
-    None
-}
-
-/// `$NAME` (upper case) if set, else the first `name` on `PATH`, then in the sbin directories
-/// (Debian puts nginx in /usr/sbin, which is not on an ordinary user's `PATH`).
-fn find_tool(name: &str) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(name.to_uppercase()) {
-        let path = PathBuf::from(path);
-        return is_executable(&path).then_some(path);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    let [nginx, openssl, curl] = tools_or_skip(["nginx", "openssl", "curl"], find_tool)?;
+    Some(Tools {
+        nginx,
+        openssl,
+        curl,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
 // nginx from deploy/nginx.conf, in a scratch directory, stopped and cleaned up on drop.
-
-/// A scratch directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("sse-proxy-test-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create the scratch directory");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// nginx running `deploy/nginx.conf` on a free loopback port, proxying to `upstream`.
 struct Nginx {
@@ -223,125 +170,18 @@ impl Drop for Nginx {
     }
 }
 
-/// A loopback port that was free a moment ago (bind port 0, read it, let it go).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().unwrap().port()
-}
-
 // ---------------------------------------------------------------------------------------------
-// curl as the browser: the response read as it arrives, frame by frame.
+// curl as the browser (`common::curl::Curl`), and as the page's fetch.
 
-/// `curl --http2 -k -N -s -i URL` running, its stdout read on a thread; killed on drop.
-struct Curl {
-    child: Child,
-    chunks: Receiver<Vec<u8>>,
-    /// Bytes received before the end of the head.
-    unread: Vec<u8>,
-    /// The response head as curl prints it (`-i`), status line included.
-    head: String,
-    /// The body, read as a browser would.
-    parser: Parser,
-}
-
-impl Curl {
-    /// Starts curl and waits (bounded) for the response head.
-    fn open(tools: &Tools, url: &str) -> Curl {
-        let mut child = Command::new(&tools.curl)
-            .args(["--http2", "-k", "-N", "-s", "-i", "--max-time", "30"])
-            .args(["-H", "Accept-Encoding: gzip, deflate, br"])
-            .arg(url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start curl");
-        let mut stdout = child.stdout.take().unwrap();
-        let (tx, chunks) = mpsc::channel();
-        thread::spawn(move || {
-            let mut buf = [0u8; 16 * 1024];
-            while let Ok(n @ 1..) = stdout.read(&mut buf) {
-                if tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut curl = Curl {
-            child,
-            chunks,
-            unread: Vec::new(),
-            head: String::new(),
-            parser: Parser::new(),
-        };
-        let deadline = Instant::now() + PROMPTLY;
-        let end = loop {
-            if let Some(i) = find(&curl.unread, b"\r\n\r\n") {
-                break i + 4;
-            }
-            assert!(
-                curl.fill(deadline),
-                "no response head from curl: {:?}",
-                String::from_utf8_lossy(&curl.unread)
-            );
-        };
-        curl.head = String::from_utf8(curl.unread.drain(..end).collect()).expect("an ASCII head");
-        let body_start = std::mem::take(&mut curl.unread);
-        curl.parser.push(&body_start);
-        curl
-    }
-
-    /// Waits for more output until `deadline`; false on timeout or end of output. Before the
-    /// head is complete it collects bytes; after, it feeds the parser.
-    fn fill(&mut self, deadline: Instant) -> bool {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.chunks.recv_timeout(left) {
-            Ok(chunk) if self.head.is_empty() => {
-                self.unread.extend_from_slice(&chunk);
-                true
-            }
-            Ok(chunk) => {
-                self.parser.push(&chunk);
-                true
-            }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => false,
-        }
-    }
-
-    fn status_line(&self) -> &str {
-        self.head.lines().next().unwrap_or_default().trim_end()
-    }
-
-    /// A response header's value (names compared without case), as curl printed it.
-    fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    }
-
-    /// The next event a browser would dispatch, within `within`.
-    fn next_event(&mut self, within: Duration) -> Option<Event> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(event) = self.parser.next_event() {
-                return Some(event);
-            }
-            if !self.fill(deadline) {
-                return None;
-            }
-        }
-    }
-}
-
-impl Drop for Curl {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// curl on `url` as the tests here open it: ends after 30 s, asks for compression.
+fn open_curl(tools: &Tools, url: &str) -> Curl {
+    let args = [
+        "--max-time",
+        "30",
+        "-H",
+        "Accept-Encoding: gzip, deflate, br",
+    ];
+    Curl::open(&tools.curl, url, &args)
 }
 
 /// `POST url` with a text/plain body through curl over HTTP/2: (HTTP version, status, body).
@@ -351,24 +191,9 @@ fn curl_post(tools: &Tools, url: &str, body: &str) -> (String, u16, String) {
 
 /// [`curl_post`] with more curl arguments (`-H`eaders, `--http1.1`).
 fn curl_post_with(tools: &Tools, url: &str, body: &str, args: &[&str]) -> (String, u16, String) {
-    let output = Command::new(&tools.curl)
-        .args(["--http2", "-k", "-s", "--max-time", "5"])
-        .args(args)
-        .args(["-H", "Content-Type: text/plain; charset=utf-8"])
-        .args(["--data-binary", body])
-        .args(["-w", "\n%{http_version} %{http_code}"])
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8(output.stdout).expect("UTF-8 answer");
-    let (body, trailer) = text.rsplit_once('\n').expect("curl's -w line");
-    let (version, code) = trailer.split_once(' ').expect("version and status");
-    (
-        version.to_string(),
-        code.parse().unwrap_or(0),
-        body.to_string(),
-    )
+    let text_plain = ["-H", "Content-Type: text/plain; charset=utf-8"];
+    let args = [args, &text_plain, &["--data-binary", body]].concat();
+    common::curl::post(&tools.curl, url, &args)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -381,7 +206,7 @@ fn events_through_nginx_negotiate_http2_and_stream_ticks() {
     let proxy = Nginx::start(&tools, server.addr);
     let interval = Duration::from_millis(TICK_MS);
 
-    let mut events = Curl::open(&tools, &proxy.url("/events"));
+    let mut events = open_curl(&tools, &proxy.url("/events"));
     assert_eq!(events.status_line(), "HTTP/2 200", "{}", events.head);
     assert_eq!(
         events.header("content-type").as_deref(),
@@ -411,7 +236,7 @@ fn broadcast_posted_through_nginx_reaches_an_http2_stream_at_once() {
     let proxy = Nginx::start(&tools, server.addr);
 
     let opened_at = Instant::now();
-    let mut events = Curl::open(&tools, &proxy.url("/events"));
+    let mut events = open_curl(&tools, &proxy.url("/events"));
     assert_eq!(events.status_line(), "HTTP/2 200", "{}", events.head);
     // The head is not held back until the first frame after it: nginx passes it on at once.
     assert!(opened_at.elapsed() < Duration::from_millis(QUIET_TICK_MS / 2));
@@ -439,7 +264,7 @@ fn a_client_leaving_nginx_stops_counting_at_the_server_within_two_ticks() {
     let server = TestServer::with_interval(TICK_MS);
     let proxy = Nginx::start(&tools, server.addr);
 
-    let mut events = Curl::open(&tools, &proxy.url("/events"));
+    let mut events = open_curl(&tools, &proxy.url("/events"));
     assert_eq!(events.status_line(), "HTTP/2 200", "{}", events.head);
     server.wait_for_clients(1, PROMPTLY);
     events

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::redis::{free_port, Redis};
+use common::redis::Redis;
+use common::tools::free_port;
 use common::PROMPTLY;
 use sse_server::event_log::HISTORY_LEN;
 use sse_server::redis_log::{self, RedisLog, Tail};

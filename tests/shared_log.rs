@@ -24,8 +24,13 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::redis::{find_on_path, free_port, Redis, TempDir};
-use common::{get, json_number, post, Event, EventStream, Parser, TestServer, PROMPTLY};
+use common::curl::Curl;
+use common::redis::Redis;
+use common::tools::{find_on_path, free_port, tools_or_skip, TempDir};
+use common::{
+    get, json_number, post, server_command, without_server_env, Event, EventStream, TestServer,
+    PROMPTLY,
+};
 use sse_server::redis_log;
 use sse_server::resp::{self, Reply};
 
@@ -516,18 +521,6 @@ fn while_redis_is_down_send_answers_503_and_streams_tick_then_every_stream_resum
 // ---------------------------------------------------------------------------------------------
 // 4. The binary, when Redis cannot be had at startup
 
-const BIN: &str = env!("CARGO_BIN_EXE_sse-server");
-
-/// The server binary with none of our own environment's settings, on a free port.
-fn server_command() -> Command {
-    let mut command = Command::new(BIN);
-    for name in sse_server::config::env_vars() {
-        command.env_remove(name);
-    }
-    command.env("PORT", "0");
-    command
-}
-
 /// How a process ended: exit code (None if killed by a signal), what it printed, how long it ran.
 struct Exited {
     code: Option<i32>,
@@ -878,19 +871,10 @@ fn send_answers_503_when_redis_dribbles_a_reply_that_never_ends() {
 /// The tools the cluster script needs, or None after printing why the test is skipped. Panics
 /// under `CI=true`.
 fn cluster_tools() -> Option<PathBuf> {
-    let missing: Vec<&str> = ["redis-server", "nginx", "openssl", "curl"]
-        .into_iter()
-        .filter(|tool| find_on_path(tool).is_none())
-        .collect();
-    if missing.is_empty() {
-        return find_on_path("curl");
-    }
-    let missing = missing.join(", ");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but {missing} not installed: .ci/run must install it");
-    }
-    eprintln!("skipped: {missing} not installed (CI installs it)");
-    None
+    // On `PATH` and in sbin, as the script looks for them: not `$NGINX` and the like.
+    let tools = ["redis-server", "nginx", "openssl", "curl"];
+    let [.., curl] = tools_or_skip(tools, find_on_path)?;
+    Some(curl)
 }
 
 /// `deploy/run-cluster.sh` running in a process group of its own (it starts redis-server, the
@@ -912,10 +896,7 @@ impl Cluster {
             env!("CARGO_MANIFEST_DIR"),
             "/deploy/run-cluster.sh"
         ));
-        for name in sse_server::config::env_vars() {
-            command.env_remove(name);
-        }
-        let mut child = command
+        let mut child = without_server_env(&mut command)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("HTTPS_PORT", https_port.to_string())
             .env("REDIS_PORT", redis_port.to_string())
@@ -1021,105 +1002,6 @@ impl Drop for Cluster {
     }
 }
 
-/// `curl --http2 -k -N -s -i URL`, its output read on a thread as a browser reads a stream;
-/// killed on drop.
-struct CurlStream {
-    child: Child,
-    chunks: Receiver<Vec<u8>>,
-    head: String,
-    parser: Parser,
-}
-
-impl CurlStream {
-    fn open(curl: &PathBuf, url: &str) -> CurlStream {
-        let mut child = Command::new(curl)
-            .args(["--http2", "-k", "-N", "-s", "-i", "--max-time", "60", url])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start curl");
-        let mut stdout = child.stdout.take().unwrap();
-        let (tx, chunks) = mpsc::channel();
-        thread::spawn(move || {
-            let mut buf = [0u8; 16 * 1024];
-            while let Ok(n @ 1..) = stdout.read(&mut buf) {
-                if tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut stream = CurlStream {
-            child,
-            chunks,
-            head: String::new(),
-            parser: Parser::new(),
-        };
-        let deadline = Instant::now() + PROMPTLY;
-        let mut received = Vec::new();
-        let end = loop {
-            if let Some(i) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            match stream
-                .chunks
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(chunk) => received.extend_from_slice(&chunk),
-                Err(_) => panic!(
-                    "no response head from curl: {:?}",
-                    String::from_utf8_lossy(&received)
-                ),
-            }
-        };
-        stream.head = String::from_utf8(received[..end].to_vec()).expect("an ASCII head");
-        stream.parser.push(&received[end..]);
-        stream
-    }
-
-    /// The next message (ticks skipped) within `within`.
-    fn next_message(&mut self, within: Duration) -> Option<Event> {
-        let deadline = Instant::now() + within;
-        loop {
-            while let Some(event) = self.parser.next_event() {
-                if event.kind != "tick" {
-                    return Some(event);
-                }
-            }
-            let chunk = self
-                .chunks
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .ok()?;
-            self.parser.push(&chunk);
-        }
-    }
-}
-
-impl Drop for CurlStream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `POST url` through curl over HTTP/2 with a form body: (HTTP version, status, body).
-fn curl_post(curl: &PathBuf, url: &str, form: &str) -> (String, u16, String) {
-    let output = Command::new(curl)
-        .args(["--http2", "-k", "-s", "--max-time", "5", "-d", form])
-        .args(["-w", "\n%{http_version} %{http_code}", url])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8(output.stdout).expect("UTF-8 answer");
-    let (body, trailer) = text.rsplit_once('\n').expect("curl's -w line");
-    let (version, code) = trailer.split_once(' ').expect("version and status");
-    (
-        version.to_string(),
-        code.parse().unwrap_or(0),
-        body.to_string(),
-    )
-}
-
 #[test]
 fn through_the_cluster_script_a_message_sent_to_instance_1_reaches_streams_via_instance_2_and_nginx(
 ) {
@@ -1133,7 +1015,7 @@ fn through_the_cluster_script_a_message_sent_to_instance_1_reaches_streams_via_i
     assert_eq!(instances.len(), 3, "three instances by default: {cluster}");
 
     let nginx = format!("https://127.0.0.1:{https_port}");
-    let mut via_nginx = CurlStream::open(&curl, &format!("{nginx}/events"));
+    let mut via_nginx = Curl::open(&curl, &format!("{nginx}/events"), &["--max-time", "60"]);
     assert!(
         via_nginx.head.starts_with("HTTP/2 200"),
         "{}{cluster}",
@@ -1157,7 +1039,8 @@ fn through_the_cluster_script_a_message_sent_to_instance_1_reaches_streams_via_i
     assert_eq!(on_nginx.as_ref(), Some(&expected), "via nginx{cluster}");
 
     // And through nginx, as the script's banner suggests: the next id, to both again.
-    let (version, status, body) = curl_post(&curl, &format!("{nginx}/send"), "message=again");
+    let (version, status, body) =
+        common::curl::post(&curl, &format!("{nginx}/send"), &["-d", "message=again"]);
     assert_eq!((version.as_str(), status), ("2", 200), "{body}");
     assert_eq!(json_number(&body, "id"), id + 1, "{body}");
     let expected = (id + 1, "again".to_string());

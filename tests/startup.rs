@@ -7,9 +7,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{get, PROMPTLY};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sse-server");
+use common::{get, server_command, startup_url, without_server_env, BIN, PROMPTLY};
 
 /// A server process, killed when dropped.
 struct Running {
@@ -31,25 +29,8 @@ fn start(mut command: Command) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the server binary");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("a startup line");
-    let start = line
-        .find("http://")
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    let url = line[start..].trim_end().to_string();
+    let url = startup_url(&mut child);
     Running { child, url }
-}
-
-/// The server binary with none of our own environment's settings, on a free port.
-fn server_command() -> Command {
-    let mut command = Command::new(BIN);
-    for name in sse_server::config::env_vars() {
-        command.env_remove(name);
-    }
-    command.env("PORT", "0");
-    command
 }
 
 #[test]
@@ -248,10 +229,7 @@ fn accept_failing_for_lack_of_file_descriptors_is_survived() {
     // Run the server with very few file descriptors, open more connections than it can take,
     // then let them go: it must still be alive and serving.
     let mut command = Command::new("sh");
-    for name in sse_server::config::env_vars() {
-        command.env_remove(name);
-    }
-    command
+    without_server_env(&mut command)
         .args(["-c", &format!("ulimit -n 24 && exec {BIN}")])
         .env("PORT", "0")
         .env("INTERVAL_MS", "60000");

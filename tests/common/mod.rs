@@ -3,8 +3,9 @@
 //! the HTML spec tells browsers to, so tests check what a browser would see.
 #![allow(dead_code)] // each test file uses its own share of these helpers
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,9 @@ use sse_server::{Config, Server};
 
 /// What every stream starts with: one comment line, then `retry: 3000` and its blank line.
 pub const OPENING: &str = ": connected: ids count broadcasts, ticks carry none\nretry: 3000\n\n";
+
+/// The server binary, as a user starts it.
+pub const BIN: &str = env!("CARGO_BIN_EXE_sse-server");
 
 /// Long enough for anything that should happen "at once", even on a loaded 2-core machine.
 pub const PROMPTLY: Duration = Duration::from_secs(5);
@@ -158,6 +162,58 @@ pub fn json_number(json: &str, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("a number for {field} in {json}"))
 }
 
+/// A header's value in a response head (the status line skipped, names compared without case).
+pub fn header_in(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// `command` without the settings the server reads from the environment
+/// (`sse_server::config::env_vars()`), so that the tester's own do not change what it runs.
+pub fn without_server_env(command: &mut Command) -> &mut Command {
+    for name in sse_server::config::env_vars() {
+        command.env_remove(name);
+    }
+    command
+}
+
+/// The server binary with none of our own environment's settings, on a free port.
+pub fn server_command() -> Command {
+    let mut command = Command::new(BIN);
+    without_server_env(&mut command).env("PORT", "0");
+    command
+}
+
+/// Reads the line `child` prints first on stdout (taking its stdout), which must carry the
+/// address, and returns the URL in it: `http://127.0.0.1:PORT/`.
+pub fn startup_url(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout piped"))
+        .read_line(&mut line)
+        .expect("a startup line");
+    let start = line
+        .find("http://")
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    line[start..].trim_end().to_string()
+}
+
+/// The first event `next_event` (given the time left) brings within `within` that is not a
+/// tick; None if none does.
+fn skip_ticks(
+    within: Duration,
+    mut next_event: impl FnMut(Duration) -> Option<Event>,
+) -> Option<Event> {
+    let deadline = Instant::now() + within;
+    loop {
+        let event = next_event(deadline.saturating_duration_since(Instant::now()))?;
+        if event.kind != "tick" {
+            return Some(event);
+        }
+    }
+}
+
 /// One event as a browser's `EventSource` would dispatch it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -216,28 +272,27 @@ impl EventStream {
 
     /// The value of a response header (names compared without case).
     pub fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
+        header_in(&self.head, name)
+    }
+
+    /// Reads one more chunk of the body (into `raw` and the parser) by `deadline`: its length, 0
+    /// at end of stream; an error on timeout (a deadline already past included) or a failed read.
+    fn read_chunk(&mut self, deadline: Instant) -> std::io::Result<usize> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left)).unwrap();
+        let mut buf = [0u8; 16 * 1024];
+        let n = self.stream.read(&mut buf)?;
+        self.raw.extend_from_slice(&buf[..n]);
+        self.parser.push(&buf[..n]);
+        Ok(n)
     }
 
     /// Reads at least one more chunk of the body; false on timeout or end of stream.
     fn fill(&mut self, deadline: Instant) -> bool {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        self.stream.set_read_timeout(Some(left)).unwrap();
-        let mut buf = [0u8; 16 * 1024];
-        match self.stream.read(&mut buf) {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.raw.extend_from_slice(&buf[..n]);
-                self.parser.push(&buf[..n]);
-                true
-            }
-        }
+        matches!(self.read_chunk(deadline), Ok(1..))
     }
 
     /// Reads until the raw body contains `bytes`; false if it does not within `within`.
@@ -266,33 +321,17 @@ impl EventStream {
 
     /// The next event that is not a tick.
     pub fn next_message(&mut self, within: Duration) -> Option<Event> {
-        let deadline = Instant::now() + within;
-        loop {
-            let event = self.next_event(deadline.saturating_duration_since(Instant::now()))?;
-            if event.kind != "tick" {
-                return Some(event);
-            }
-        }
+        skip_ticks(within, |left| self.next_event(left))
     }
 
     /// Whether the server closed the stream within `within` (reads until end of stream).
     pub fn closed_within(&mut self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            let mut buf = [0u8; 16 * 1024];
-            match self.stream.read(&mut buf) {
+            match self.read_chunk(deadline) {
                 Ok(0) => return true,
-                Ok(n) => {
-                    self.raw.extend_from_slice(&buf[..n]);
-                    self.parser.push(&buf[..n]);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-                Err(_) => return false,
+                Ok(_) => {}
+                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
             }
         }
     }
@@ -441,5 +480,9 @@ impl Parser {
     }
 }
 
+/// curl as the browser, for the tests behind nginx.
+pub mod curl;
 /// A real redis-server for the tests that share a log through Redis.
 pub mod redis;
+/// Finding a tool, a free port, a scratch directory: for the tests that run other programs.
+pub mod tools;

@@ -7,72 +7,21 @@
 //! path there also picks the binary to use.
 
 use std::fs;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use sse_server::resp::{Connection, Reply, Url};
 
+use super::tools::{find_tool, free_port, tools_or_skip, TempDir};
 use super::PROMPTLY;
 
 /// `$REDIS_SERVER` if set, else `redis-server` on `PATH` or in the sbin directories; None after
 /// printing why the test is skipped. Panics under `CI=true`.
 pub fn redis_server() -> Option<PathBuf> {
-    let found = match std::env::var_os("REDIS_SERVER") {
-        Some(path) => Some(PathBuf::from(path)).filter(|p| is_executable(p)),
-        None => find_on_path("redis-server"),
-    };
-    if found.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true but redis-server is not installed: .ci/run must install it");
-        }
-        eprintln!("skipped: redis-server not installed (CI installs it)");
-    }
-    found
-}
-
-/// The first `name` on `PATH`, then in the sbin directories (Debian puts redis-server and nginx
-/// in /usr/sbin or /usr/bin; sbin is not on an ordinary user's `PATH`).
-pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-pub fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// A loopback port that was free a moment ago (bind port 0, read it, let it go).
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().unwrap().port()
-}
-
-/// A scratch directory, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> TempDir {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("sse-redis-test-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create the scratch directory");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+    let [redis_server] = tools_or_skip(["redis-server"], find_tool)?;
+    Some(redis_server)
 }
 
 /// redis-server on a free loopback port, killed on drop.
