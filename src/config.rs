@@ -27,7 +27,7 @@ pub const MAX_BROADCAST_WRITERS: usize = 64;
 /// Default Redis key of the shared log.
 pub const DEFAULT_REDIS_KEY: &str = "sse";
 
-/// Default number of broadcast writer threads: one per core (see `writer_fanout.rs`); 0 means
+/// Default number of broadcast writer threads: one per core (see `fanout/writers.rs`); 0 means
 /// every connection thread writes its own broadcasts and ticks (`simple_fanout.rs`).
 pub fn default_broadcast_writers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

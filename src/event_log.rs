@@ -95,7 +95,7 @@ impl EventLog {
         id
     }
 
-    /// Stores a broadcast numbered elsewhere: with a shared log in Redis ([`crate::redis_log`]),
+    /// Stores a broadcast numbered elsewhere: with a shared log in Redis ([`crate::redis::log`]),
     /// ids come from Redis and this log is the instance's copy of the recent ones.
     ///
     /// Ids only go up. An id at or below the newest is one already held (a duplicate) and is

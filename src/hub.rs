@@ -8,10 +8,10 @@
 //!   dropped, like `res.on('close', () => clients.delete(res))`.
 //!
 //! The fan-out is one of two ways, chosen once when the server starts: `--broadcast-writers 0`
-//! is the simple way (`simple_fanout.rs`), anything else the fast way (`writer_fanout.rs`).
+//! is the simple way (`simple_fanout.rs`), anything else the fast way (`fanout/writers.rs`).
 //!
 //! The log is in memory, or, with `--redis`, shared with other instances through Redis
-//! (`redis_log.rs`). Then a broadcast goes to Redis first, which numbers it; a *tail* thread
+//! (`redis/log.rs`). Then a broadcast goes to Redis first, which numbers it; a *tail* thread
 //! reads every instance's broadcasts back in id order, copies them into the in-memory log (the
 //! mirror the streams read from, as before) and wakes the fan-out. Each frame is still encoded
 //! once per instance, not once per client.
@@ -26,12 +26,12 @@ use std::thread::{self, JoinHandle};
 use crate::clients::Closings;
 use crate::config::Config;
 use crate::event_log::{Broadcast, EventLog, HISTORY_LEN};
+use crate::fanout::writers::WriterFanout;
 use crate::http::RequestError;
-use crate::redis_log::{RedisLog, Tail};
+use crate::redis::log::{RedisLog, Tail};
 use crate::simple_fanout::SimpleFanout;
 use crate::sync::lock;
 use crate::ticks::TickClock;
-use crate::writer_fanout::WriterFanout;
 
 /// How broadcasts reach the sockets.
 enum Fanout {
@@ -148,7 +148,7 @@ impl Hub {
 
     /// The Redis tail thread: copies each new shared broadcast into the local log, in id order,
     /// and announces it, until [`Hub::shutdown`]. (It notices the shutdown within one
-    /// [`crate::redis_log::TAIL_WAIT`]; it is not waited for.)
+    /// [`crate::redis::log::TAIL_WAIT`]; it is not waited for.)
     fn follow(&self, mut tail: Tail) {
         while !self.stopping.load(Ordering::Acquire) {
             let entries = tail.wait();

@@ -3,9 +3,10 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use sse_server::classroom::interfaces;
 use sse_server::config::{self, Command, Config};
+use sse_server::redis::resp;
 use sse_server::Server;
-use sse_server::{interfaces, resp};
 
 fn main() -> ExitCode {
     let config = match Config::from_env_and_args() {
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
     }
     // The one line scripts wait for: it carries the real port (useful with PORT=0).
     println!("Server running at {}", server.url());
-    // On `--host 0.0.0.0`: the addresses students can type (interfaces.rs).
+    // On `--host 0.0.0.0`: the addresses students can type (classroom/interfaces.rs).
     for line in interfaces::classroom_lines(&host, server.local_addr().port()) {
         println!("{line}");
     }

@@ -8,7 +8,7 @@
 //! | `POST /drop`   | [`drop_streams`]               | ends every stream, answers JSON           |
 //!
 //! `/send` and `/drop` change something, so a request to them from another site's page is
-//! refused with 403 (see `origin.rs`).
+//! refused with 403 (see `classroom/origin.rs`).
 //!
 //! Every connection carries one request; each thread runs [`handle_connection`] and ends with it.
 
@@ -16,10 +16,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::classroom::origin;
 use crate::config::Config;
 use crate::http::{self, Request, RequestError, RequestReader, Response, Status};
 use crate::hub::Hub;
-use crate::{origin, stream, urlencoded};
+use crate::{stream, urlencoded};
 
 /// The browser page, compiled into the binary so `GET /` works from any working directory.
 pub const PAGE: &str = include_str!("../index.html");

@@ -166,7 +166,7 @@ impl Server {
 ///   fills its socket's buffer, and then a blocking write waits; with this timeout it fails
 ///   instead, and the client is dropped. (The fast fan-out makes the socket non-blocking for its
 ///   writer threads, which never wait at all; when the client's own thread takes over, it writes
-///   in blocking mode under this same timeout: see `writer_fanout.rs`.)
+///   in blocking mode under this same timeout: see `fanout/writers.rs`.)
 /// - **Every frame leaves at once.** Nagle's algorithm would hold a small write back while an
 ///   earlier packet waits for its ACK; `nodelay` turns it off.
 /// - Reads get their timeout from the request's deadline (`http.rs`).

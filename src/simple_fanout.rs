@@ -8,7 +8,7 @@
 //!
 //! A write blocks only the thread that makes it, so a stuck client never delays the others. The
 //! price: two thread switches per client per broadcast, which at 10,000 clients on two cores is
-//! most of the time a broadcast takes. `writer_fanout.rs` is the fast way around that.
+//! most of the time a broadcast takes. `fanout/writers.rs` is the fast way around that.
 
 use std::convert::Infallible;
 use std::io::{self, Write};

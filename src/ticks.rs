@@ -12,7 +12,7 @@ use crate::{sse, timestamp};
 
 /// Ticks fall on a grid of this step, counted from the server's start, so that many streams'
 /// ticks fall due at the same moment. In the fast fan-out a writer thread then wakes once per
-/// step and writes one tick frame to every client due (`writer_fanout.rs`); in the simple one the
+/// step and writes one tick frame to every client due (`fanout/writers.rs`); in the simple one the
 /// connection threads wake in batches, which the kernel handles more cheaply than scattered
 /// timers. Each tick is late by less than this step; the schedule itself does not drift.
 pub const TICK_GRID: Duration = Duration::from_millis(10);

@@ -11,7 +11,7 @@ use common::{EventStream, TestServer, OPENING, PROMPTLY};
 /// An interval so long that no tick can arrive during a test: whatever arrives came at once.
 const NO_TICK_MS: u64 = 60_000;
 
-/// Both ways of getting broadcasts to sockets (see `src/simple_fanout.rs` and `src/writer_fanout.rs`): each connection thread
+/// Both ways of getting broadcasts to sockets (see `src/simple_fanout.rs` and `src/fanout/writers.rs`): each connection thread
 /// writing its own (0 writers), and writer threads.
 const FANOUT_MODES: [usize; 2] = [0, 2];
 

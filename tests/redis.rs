@@ -24,8 +24,8 @@ use common::redis::Redis;
 use common::tools::free_port;
 use common::PROMPTLY;
 use sse_server::event_log::HISTORY_LEN;
-use sse_server::redis_log::{self, RedisLog, Tail};
-use sse_server::resp::{self, Connection, Error, Reply, Url};
+use sse_server::redis::log::{self as redis_log, RedisLog, Tail};
+use sse_server::redis::resp::{self, Connection, Error, Reply, Url};
 
 /// A tail running on its own thread, as the server runs it, passing on what it reads. The
 /// thread stops within one `wait` once this is dropped.

@@ -31,8 +31,8 @@ use common::{
     get, json_number, post, server_command, without_server_env, Event, EventStream, TestServer,
     PROMPTLY,
 };
-use sse_server::redis_log;
-use sse_server::resp::{self, Reply};
+use sse_server::redis::log as redis_log;
+use sse_server::redis::resp::{self, Reply};
 
 /// So long that no tick is due while a broadcast travels: what arrives came from the broadcast.
 const QUIET_TICK: Duration = Duration::from_secs(60);

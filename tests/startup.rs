@@ -94,8 +94,8 @@ fn wildcard_host_prints_one_line_per_address_other_machines_can_use() {
         .trim_end_matches('/')
         .parse()
         .unwrap();
-    // What this machine's /proc lists now (interfaces.rs, unit-tested on sample text).
-    let expected = sse_server::interfaces::classroom_lines("0.0.0.0", port);
+    // What this machine's /proc lists now (classroom/interfaces.rs, unit-tested on sample text).
+    let expected = sse_server::classroom::interfaces::classroom_lines("0.0.0.0", port);
     assert_eq!(printed[1..], expected[..], "{printed:?}");
     for line in &printed[1..] {
         let url = line

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sse_server::resp::{Connection, Reply, Url};
+use sse_server::redis::resp::{Connection, Reply, Url};
 
 use super::tools::{find_tool, free_port, tools_or_skip, TempDir};
 use super::PROMPTLY;

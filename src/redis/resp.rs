@@ -37,7 +37,7 @@ pub const MAX_LINE_LEN: usize = 64 * 1024;
 /// ([`crate::http::MAX_BODY_BYTES`]); 1 MiB leaves room and keeps a bad length from costing much.
 pub const MAX_BULK_LEN: usize = 1024 * 1024;
 /// Most elements in one array. Our longest replies hold 100 stream entries
-/// ([`crate::redis_log::BATCH`]).
+/// ([`crate::redis::log::BATCH`]).
 pub const MAX_ARRAY_LEN: usize = 1024;
 /// Arrays inside arrays, at most this deep. `XREAD`'s reply is 5 deep (streams, one stream, its
 /// entries, one entry, its fields); the limit also bounds the parser's recursion.
@@ -78,7 +78,7 @@ pub enum Error {
     Io(io::Error),
     /// The bytes break the RESP grammar, or the reply is not the shape the command has.
     Protocol(&'static str),
-    /// Something over one of the limits above (or [`crate::redis_log::MAX_MESSAGE_LEN`]); names
+    /// Something over one of the limits above (or [`crate::redis::log::MAX_MESSAGE_LEN`]); names
     /// the limit.
     TooLarge(&'static str),
     /// Redis answered with an error reply, e.g. `ERR unknown command`.

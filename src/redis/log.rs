@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use crate::event_log::HISTORY_LEN;
 use crate::http::MAX_BODY_BYTES;
-use crate::resp::{self, Connection, Error, Reply, Url};
+use crate::redis::resp::{self, Connection, Error, Reply, Url};
 use crate::sync;
 
 /// Time limit for connecting, and for each command's reply. Redis answers in well under a
