@@ -56,9 +56,8 @@ Options (a flag wins over its environment variable):
   --redis URL           share the event log with other instances through Redis,
                         redis://HOST[:PORT][/DB]                [env REDIS_URL, default: in memory]
   --redis-key NAME      the Redis key of the shared log         [env REDIS_KEY, default sse]
-  --allowed-host NAME   serve requests for this host name too, besides IP addresses and
-                        localhost (repeatable; against DNS rebinding)
-                                                                [env ALLOWED_HOSTS, comma-separated]
+  --allowed-host NAME   a host name served besides IP addresses and localhost; others get
+                        403 (DNS rebinding); repeatable         [env ALLOWED_HOSTS, comma-separated]
   -h, --help            print this help
 
 Examples:
@@ -300,7 +299,8 @@ fn non_empty(value: &str) -> Result<String, String> {
 fn host_names(value: &str) -> Result<Vec<String>, String> {
     let names: Vec<String> = value
         .split(',')
-        .map(|name| name.trim().to_ascii_lowercase())
+        // `class.example.org.` (with the root's dot) is the same name.
+        .map(|name| name.trim().trim_end_matches('.').to_ascii_lowercase())
         .filter(|name| !name.is_empty())
         .collect();
     let is_name = |name: &String| {
@@ -436,7 +436,7 @@ mod tests {
             &[("ALLOWED_HOSTS", "ignored.test")],
         );
         assert_eq!(by_flags.allowed_hosts, ["class.example.org", "b.test"]);
-        let by_env = run(&[], &[("ALLOWED_HOSTS", "a.test, b.test,")]);
+        let by_env = run(&[], &[("ALLOWED_HOSTS", "a.test, b.test.,")]);
         assert_eq!(by_env.allowed_hosts, ["a.test", "b.test"]);
         assert!(run(&[], &[]).allowed_hosts.is_empty());
     }
