@@ -308,7 +308,9 @@ fn host_names(value: &str) -> Result<Vec<String>, String> {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
     };
     if names.is_empty() || !names.iter().all(is_name) {
-        return Err("is not a host name (letters, digits, '-' and '.'; no port, no scheme)".into());
+        return Err(
+            "is not a host name (letters, digits, '-', '_' and '.'; no port, no scheme)".into(),
+        );
     }
     Ok(names)
 }

@@ -24,9 +24,9 @@
 //!
 //! # Part II, the wings
 //!
-//! Optional parts, each in its own folder. Part I names them at five seams only: `hub` choosing
+//! Optional parts, each in its own folder. Part I names them at six seams only: `hub` choosing
 //! the writer fan-out, `hub` using the shared log, `routes` calling the origin rule and the
-//! `Host` check, and `main` printing the classroom addresses.
+//! `Host` check, and `main` printing the classroom addresses and checking the Redis URL.
 //!
 //! 15. [`fanout::writers`]: the fast fan-out: a few writer threads write broadcasts and ticks to
 //!     every socket (`--broadcast-writers N`).

@@ -7,8 +7,9 @@
 //! | `/send`        | [`send_message`]               | broadcasts a message, answers JSON        |
 //! | `POST /drop`   | [`drop_streams`]               | ends every stream, answers JSON           |
 //!
-//! `/send` and `/drop` change something, so a request to them from another site's page is
-//! refused with 403 (see `classroom/origin.rs`).
+//! Every route first refuses, with 403, a request sent under a name that is not this server's
+//! (DNS rebinding, see `classroom/host.rs`). `/send` and `/drop` change something, so a request
+//! to them from another site's page is refused with 403 too (see `classroom/origin.rs`).
 //!
 //! Every connection carries one request; each thread runs [`handle_connection`] and ends with it.
 
@@ -133,8 +134,9 @@ pub fn send_message(
     Ok(json(&format!("{{\"id\": {id}, \"clients\": {clients}}}")))
 }
 
-/// `POST /drop`: ends every stream open on this server at once, so a class can watch the browsers reconnect by
-/// themselves after `retry` ms and catch up with `Last-Event-ID`. Answers `{"dropped": <n>}`.
+/// `POST /drop`: ends every stream open on this server at once, so a class can watch the
+/// browsers reconnect by themselves after `retry` ms and catch up with `Last-Event-ID`. Answers
+/// `{"dropped": <n>}` (behind a balancer, other instances keep their streams).
 pub fn drop_streams(hub: &Hub) -> Response {
     let dropped = hub.drop_streams();
     eprintln!("dropped every stream ({dropped})");
