@@ -56,6 +56,8 @@ Options (a flag wins over its environment variable):
   --redis URL           share the event log with other instances through Redis,
                         redis://HOST[:PORT][/DB]                [env REDIS_URL, default: in memory]
   --redis-key NAME      the Redis key of the shared log         [env REDIS_KEY, default sse]
+  --allowed-host NAME   a host name served besides IP addresses and localhost; others get
+                        403 (DNS rebinding); repeatable         [env ALLOWED_HOSTS, comma-separated]
   -h, --help            print this help
 
 Examples:
@@ -63,6 +65,13 @@ Examples:
   sse-server --host 0.0.0.0       # a classroom: students open the printed address
   PORT=0 sse-server               # any free port; the startup line says which
 ";
+
+/// Printed under a setting error, instead of the whole usage.
+pub const SEE_HELP: &str = "See --help for every option (cargo run -- --help).";
+
+/// Printed under "cannot listen on ...: Address already in use": the ways out.
+pub const PORT_IN_USE: &str = "Another program (or another copy of this server) holds that port: \
+    choose another with --port N or PORT=N, or --port 0 for any free one.";
 
 /// Everything the server needs to know before it starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +93,9 @@ pub struct Config {
     pub redis: Option<String>,
     /// The Redis key of the shared log (and `<key>:id`, its counter).
     pub redis_key: String,
+    /// Host names served besides IP addresses and `localhost` (the `Host` check,
+    /// `classroom/host.rs`), lowercase.
+    pub allowed_hosts: Vec<String>,
     /// A stream with nothing written for this long gets a keep-alive comment (not a flag: the
     /// contract fixes it at [`crate::sse::KEEP_ALIVE_AFTER`]; tests shorten it).
     pub keep_alive: Duration,
@@ -102,6 +114,7 @@ impl Default for Config {
             keep_alive: crate::sse::KEEP_ALIVE_AFTER,
             redis: None,
             redis_key: DEFAULT_REDIS_KEY.to_string(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -211,7 +224,7 @@ struct Setting {
 }
 
 impl Setting {
-    const ALL: [Setting; 8] = [
+    const ALL: [Setting; 9] = [
         Setting {
             flag: "--port",
             env: "PORT",
@@ -253,6 +266,12 @@ impl Setting {
             env: "REDIS_KEY",
             store: |c, v| non_empty(v).map(|v| c.redis_key = v),
         },
+        Setting {
+            flag: "--allowed-host",
+            env: "ALLOWED_HOSTS",
+            // Repeatable: each flag adds its names. A comma-separated list works in both.
+            store: |c, v| host_names(v).map(|names| c.allowed_hosts.extend(names)),
+        },
     ];
 
     fn apply(&self, config: &mut Config, value: &str, source: &str) -> Result<(), ConfigError> {
@@ -273,6 +292,27 @@ fn non_empty(value: &str) -> Result<String, String> {
         return Err("must not be empty".to_string());
     }
     Ok(value.to_string())
+}
+
+/// Host names separated by commas, each a DNS name without a port or scheme (`class.example.org`),
+/// lowercased: the `Host` check compares names without case.
+fn host_names(value: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = value
+        .split(',')
+        // `class.example.org.` (with the root's dot) is the same name.
+        .map(|name| name.trim().trim_end_matches('.').to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    let is_name = |name: &String| {
+        name.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    };
+    if names.is_empty() || !names.iter().all(is_name) {
+        return Err(
+            "is not a host name (letters, digits, '-', '_' and '.'; no port, no scheme)".into(),
+        );
+    }
+    Ok(names)
 }
 
 /// A whole number from `min` to `max`.
@@ -381,9 +421,32 @@ mod tests {
     fn help_flag_asks_for_the_usage_text() {
         assert_eq!(parse(&["--help"], &[]), Ok(Command::Help));
         assert_eq!(parse(&["--port", "1", "-h"], &[]), Ok(Command::Help));
-        assert_eq!(flags().count(), 8);
+        assert_eq!(flags().count(), 9);
         for flag in flags() {
             assert!(USAGE.contains(flag), "usage mentions {flag}");
+        }
+    }
+
+    #[test]
+    fn allowed_hosts_come_from_repeated_flags_or_a_comma_separated_variable() {
+        let by_flags = run(
+            &[
+                "--allowed-host",
+                "Class.Example.org",
+                "--allowed-host=b.test",
+            ],
+            &[("ALLOWED_HOSTS", "ignored.test")],
+        );
+        assert_eq!(by_flags.allowed_hosts, ["class.example.org", "b.test"]);
+        let by_env = run(&[], &[("ALLOWED_HOSTS", "a.test, b.test.,")]);
+        assert_eq!(by_env.allowed_hosts, ["a.test", "b.test"]);
+        assert!(run(&[], &[]).allowed_hosts.is_empty());
+    }
+
+    #[test]
+    fn an_allowed_host_with_a_port_or_scheme_is_an_error() {
+        for value in ["a.test:3000", "http://a.test", "a.test/", ",", "*.a.test"] {
+            assert!(parse(&["--allowed-host", value], &[]).is_err(), "{value}");
         }
     }
 

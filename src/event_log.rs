@@ -36,6 +36,9 @@ pub struct Broadcast {
 struct History {
     last_id: u64,
     recent: VecDeque<Broadcast>,
+    /// The ids come from elsewhere ([`EventLog::append`]: a mirror of the log in Redis), where
+    /// they never start over; else this log numbers its own, from 1 in every run.
+    mirrored: bool,
 }
 
 impl History {
@@ -106,6 +109,7 @@ impl EventLog {
         // Encoded before taking the lock: the id is known already.
         let frame: Arc<[u8]> = sse::message_frame(id, message).into();
         let mut history = sync::write(&self.history);
+        history.mirrored = true;
         if id <= history.last_id {
             return;
         }
@@ -122,14 +126,21 @@ impl EventLog {
     /// Where a new `/events` connection starts: the broadcasts to replay first, and the id of the
     /// newest broadcast, after which it waits for live ones.
     ///
-    /// With `Last-Event-ID: k` the replay is every broadcast after k still in the log. Without it,
-    /// or with a k from the future (the server restarted and counts from 1 again), nothing is
-    /// replayed and the stream starts live.
+    /// With `Last-Event-ID: k` the replay is every broadcast after k still in the log; without
+    /// it, nothing is replayed and the stream starts live.
+    ///
+    /// A k past the newest id this log has issued can only come from an earlier run: the server
+    /// restarted and counts from 1 again, so the browser has seen none of this run's broadcasts,
+    /// and gets all of them that are still held. (A mirror's ids never start over: there such a
+    /// k is one another instance has sent and the mirror has yet to receive; `hub.rs` waits for
+    /// it, and nothing is replayed.)
     pub fn start(&self, last_event_id: Option<u64>) -> (Vec<Broadcast>, u64) {
         let history = sync::read(&self.history);
-        let from = last_event_id
-            .filter(|&k| k < history.last_id)
-            .unwrap_or(history.last_id);
+        let from = match last_event_id {
+            None => history.last_id,
+            Some(k) if k > history.last_id && !history.mirrored => 0,
+            Some(k) => k.min(history.last_id),
+        };
         let mut missed = Vec::new();
         // Broadcasts older than the history are simply not replayed ("still held", says the
         // contract).
@@ -200,9 +211,29 @@ mod tests {
         assert_eq!(ids(&log.start(Some(0)).0), [1, 2, 3, 4]);
         assert!(log.start(Some(4)).0.is_empty());
         assert!(log.start(None).0.is_empty());
-        // An id from before a restart: nothing to replay, and live broadcasts still arrive.
-        assert_eq!(ids(&log.start(Some(99)).0), Vec::<u64>::new());
-        assert_eq!(log.start(Some(99)).1, 4);
+    }
+
+    #[test]
+    fn an_id_past_the_newest_is_from_an_earlier_run_and_gets_everything_held() {
+        let log = EventLog::new();
+        assert_eq!(log.start(Some(99)), (Vec::new(), 0));
+        for m in ["a", "b", "c"] {
+            log.publish(m);
+        }
+        assert_eq!(log.start(Some(99)), after(&log, 0));
+        assert_eq!(ids(&log.start(Some(4)).0), [1, 2, 3]);
+        // At or below the newest it is this run's own id.
+        assert!(log.start(Some(3)).0.is_empty());
+        assert_eq!(ids(&log.start(Some(2)).0), [3]);
+    }
+
+    #[test]
+    fn a_mirror_replays_nothing_for_an_id_it_has_yet_to_receive() {
+        // With Redis ids never start over: 99 is another instance's broadcast, still on its way.
+        let log = EventLog::new();
+        log.append(1, "a");
+        log.append(2, "b");
+        assert_eq!(log.start(Some(99)), (Vec::new(), 2));
     }
 
     #[test]

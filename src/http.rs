@@ -90,6 +90,8 @@ pub enum RequestError {
     Closed,
     /// The head (or body) did not arrive before the deadline: 408 Request Timeout.
     TimedOut,
+    /// The request line alone is over [`MAX_HEAD_BYTES`]: 414 URI Too Long.
+    UriTooLong,
     /// The head is over [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`]: 431.
     HeadTooLarge,
     /// The body is over [`MAX_BODY_BYTES`]: 413.
@@ -104,10 +106,14 @@ pub enum RequestError {
     NoMessage,
     /// `/send` with an empty message: 400.
     EmptyMessage,
+    /// `POST /send?message=...` with no message in the body: 400, saying where it goes.
+    MessageInQuery,
     /// `/send` with a message that is not UTF-8 (event streams are UTF-8 only): 400.
     NotUtf8,
     /// A request from a page of another site to a route that changes state: 403, with why.
     CrossSite(&'static str),
+    /// A `Host` that names none of this server's names (DNS rebinding): 403, with how to allow it.
+    UnknownHost(String),
     /// No such path: 404.
     NotFound,
     /// A known path with the wrong method: 405, with the methods that would work.
@@ -136,6 +142,13 @@ impl RequestError {
                 Status::REQUEST_TIMEOUT,
                 "request not complete within the time limit".to_string(),
             ),
+            RequestError::UriTooLong => (
+                Status::URI_TOO_LONG,
+                format!(
+                    "request line over {} KiB; send a long message with POST, in the body",
+                    MAX_HEAD_BYTES / 1024
+                ),
+            ),
             RequestError::HeadTooLarge => (
                 Status::HEADERS_TOO_LARGE,
                 format!(
@@ -162,11 +175,18 @@ impl RequestError {
                     .to_string(),
             ),
             RequestError::EmptyMessage => (Status::BAD_REQUEST, "the message is empty".to_string()),
+            RequestError::MessageInQuery => (
+                Status::BAD_REQUEST,
+                "on POST the message is the body, not the query: POST message=... as a form or \
+                 the text itself, or use GET /send?message=..."
+                    .to_string(),
+            ),
             RequestError::NotUtf8 => (
                 Status::BAD_REQUEST,
                 "the message is not valid UTF-8".to_string(),
             ),
             RequestError::CrossSite(why) => (Status::FORBIDDEN, why.to_string()),
+            RequestError::UnknownHost(why) => (Status::FORBIDDEN, why.clone()),
             RequestError::NotFound => (
                 Status::NOT_FOUND,
                 "not found: try /, /events, /send or /drop".to_string(),
@@ -279,14 +299,14 @@ impl<'a> RequestReader<'a> {
         loop {
             if let Some((head_len, end)) = find_head_end(&buf, scanned) {
                 if head_len > MAX_HEAD_BYTES {
-                    return Err(RequestError::HeadTooLarge);
+                    return Err(too_large(&buf));
                 }
                 self.body_start = buf.split_off(end);
                 return parse_head(&buf);
             }
             // No blank line yet, and more than the limit plus one (at most 2-byte) blank line read.
             if buf.len() > MAX_HEAD_BYTES + 2 {
-                return Err(RequestError::HeadTooLarge);
+                return Err(too_large(&buf));
             }
             scanned = buf.len().saturating_sub(3);
             let n = read_before(self.stream, &mut chunk, self.deadline)?;
@@ -326,6 +346,21 @@ impl<'a> RequestReader<'a> {
         // Bytes past Content-Length would be a second request; we answer one per connection.
         body.truncate(length);
         Ok(body)
+    }
+}
+
+/// Which limit a head over [`MAX_HEAD_BYTES`] broke: the request line alone (414, usually a
+/// long query such as `GET /send?message=...`), or the header lines (431).
+fn too_large(head: &[u8]) -> RequestError {
+    // The one empty line `parse_head` ignores does not count as the request line.
+    let head = head
+        .strip_prefix(b"\r\n")
+        .or_else(|| head.strip_prefix(b"\n"))
+        .unwrap_or(head);
+    match head.iter().position(|&b| b == b'\n') {
+        // The request line with its line end fits: the headers made the head too large.
+        Some(end) if end < MAX_HEAD_BYTES => RequestError::HeadTooLarge,
+        _ => RequestError::UriTooLong,
     }
 }
 
@@ -531,6 +566,7 @@ impl Status {
     pub const METHOD_NOT_ALLOWED: Status = Status(405, "Method Not Allowed");
     pub const REQUEST_TIMEOUT: Status = Status(408, "Request Timeout");
     pub const CONTENT_TOO_LARGE: Status = Status(413, "Content Too Large");
+    pub const URI_TOO_LONG: Status = Status(414, "URI Too Long");
     pub const HEADERS_TOO_LARGE: Status = Status(431, "Request Header Fields Too Large");
     pub const NOT_IMPLEMENTED: Status = Status(501, "Not Implemented");
     pub const SERVICE_UNAVAILABLE: Status = Status(503, "Service Unavailable");
@@ -777,6 +813,25 @@ mod tests {
         }
         head.push_str("\r\n");
         assert_eq!(rejected_as(&head), 431);
+    }
+
+    #[test]
+    fn a_long_request_line_is_414_and_long_headers_are_431() {
+        let line = format!(
+            "GET /send?message={} HTTP/1.1\r\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
+        assert_eq!(too_large(line.as_bytes()), RequestError::UriTooLong);
+        assert_eq!(
+            too_large(&line.as_bytes()[..MAX_HEAD_BYTES]),
+            RequestError::UriTooLong
+        );
+        let headers = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD_BYTES));
+        assert_eq!(too_large(headers.as_bytes()), RequestError::HeadTooLarge);
+        assert_eq!(
+            too_large(format!("\r\n{headers}").as_bytes()),
+            RequestError::HeadTooLarge
+        );
     }
 
     #[test]

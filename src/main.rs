@@ -15,14 +15,16 @@ fn main() -> ExitCode {
             print!("{}", config::USAGE);
             return ExitCode::SUCCESS;
         }
+        // The error and where to look, not the whole usage: on a small terminal the usage
+        // would scroll the error away.
         Err(err) => {
-            eprintln!("error: {err}\n\n{}", config::USAGE);
+            eprintln!("error: {err}\n{}", config::SEE_HELP);
             return ExitCode::from(2);
         }
     };
     // A Redis URL that cannot be right is a setting error, like a bad port.
     if let Some(Err(err)) = config.redis.as_deref().map(resp::Url::parse) {
-        eprintln!("error: --redis / REDIS_URL: {err}\n\n{}", config::USAGE);
+        eprintln!("error: --redis / REDIS_URL: {err}\n{}", config::SEE_HELP);
         return ExitCode::from(2);
     }
     let config_for_warnings = config.clone();
@@ -31,6 +33,9 @@ fn main() -> ExitCode {
         Ok(server) => server,
         Err(err) => {
             eprintln!("error: {err}");
+            if err.kind() == std::io::ErrorKind::AddrInUse {
+                eprintln!("{}", config::PORT_IN_USE);
+            }
             return ExitCode::FAILURE;
         }
     };

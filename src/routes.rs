@@ -7,8 +7,9 @@
 //! | `/send`        | [`send_message`]               | broadcasts a message, answers JSON        |
 //! | `POST /drop`   | [`drop_streams`]               | ends every stream, answers JSON           |
 //!
-//! `/send` and `/drop` change something, so a request to them from another site's page is
-//! refused with 403 (see `classroom/origin.rs`).
+//! Every route first refuses, with 403, a request sent under a name that is not this server's
+//! (DNS rebinding, see `classroom/host.rs`). `/send` and `/drop` change something, so a request
+//! to them from another site's page is refused with 403 too (see `classroom/origin.rs`).
 //!
 //! Every connection carries one request; each thread runs [`handle_connection`] and ends with it.
 
@@ -16,7 +17,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::classroom::origin;
+use crate::classroom::{host, origin};
 use crate::config::Config;
 use crate::http::{self, Request, RequestError, RequestReader, Response, Status};
 use crate::hub::Hub;
@@ -33,6 +34,15 @@ pub fn handle_connection(stream: &Arc<TcpStream>, peer: SocketAddr, config: &Con
         Ok(request) => request,
         Err(err) => return http::answer_error(stream, peer, None, &err),
     };
+    // First of all, on every route: a name that is not this server's may be DNS rebinding.
+    if let Some(why) = host::refusal(&request, &config.allowed_hosts) {
+        return http::answer_error(
+            stream,
+            peer,
+            Some(&request),
+            &RequestError::UnknownHost(why),
+        );
+    }
     // Before anything changes (and before a body is read, so a refused send uses up no id).
     let changes_state = matches!(
         (request.path(), request.method.as_str()),
@@ -65,14 +75,15 @@ pub fn serve_page() -> Response {
 }
 
 /// `/send`: broadcasts one message to every `/events` client and answers
-/// `{"id": <n>, "clients": <count>}`.
+/// `{"id": <n>, "clients": <count>}`, the count being this server's streams (behind a balancer,
+/// other instances' clients get the message too but are not counted).
 ///
 /// The message comes from `GET /send?message=...` (percent-encoded), or from a `POST` body: a
 /// form (`message=...`, percent-encoded) or any other body taken verbatim as text.
 ///
 /// # Errors
 /// The body could not be read ([`RequestReader::read_body`]), or there is no message, an empty
-/// one, or one that is not UTF-8.
+/// one, one that is not UTF-8, or (on `POST`) one in the query instead of the body.
 pub fn send_message(
     reader: &mut RequestReader<'_>,
     request: &Request,
@@ -97,6 +108,16 @@ pub fn send_message(
             Some(body)
         }
     };
+    // `curl -X POST '/send?message=hi'`: the query is not read on POST, and the answer says so
+    // rather than take it. One place per method (GET the query, POST the body, as the contract
+    // says) leaves no doubt about which wins when both are there, and keeps messages out of
+    // URLs, which proxies and browser histories log.
+    let in_query = request
+        .query()
+        .is_some_and(|query| urlencoded::find(query.as_bytes(), "message").is_some());
+    if request.method == "POST" && in_query && message.as_ref().is_none_or(Vec::is_empty) {
+        return Err(RequestError::MessageInQuery);
+    }
     let message = match message {
         None => return Err(RequestError::NoMessage),
         Some(bytes) if bytes.is_empty() => return Err(RequestError::EmptyMessage),
@@ -113,8 +134,9 @@ pub fn send_message(
     Ok(json(&format!("{{\"id\": {id}, \"clients\": {clients}}}")))
 }
 
-/// `POST /drop`: ends every open stream at once, so a class can watch the browsers reconnect by
-/// themselves after `retry` ms and catch up with `Last-Event-ID`. Answers `{"dropped": <n>}`.
+/// `POST /drop`: ends every stream open on this server at once, so a class can watch the
+/// browsers reconnect by themselves after `retry` ms and catch up with `Last-Event-ID`. Answers
+/// `{"dropped": <n>}` (behind a balancer, other instances keep their streams).
 pub fn drop_streams(hub: &Hub) -> Response {
     let dropped = hub.drop_streams();
     eprintln!("dropped every stream ({dropped})");

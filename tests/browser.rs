@@ -128,7 +128,7 @@ fn page_in_headless_chromium_shows_stream_messages_and_raw_wire() {
         "$('sent').textContent.startsWith('Sent as #')",
     );
     let sent = page.eval("$('sent').textContent");
-    assert!(sent.ends_with("to 2 client(s)."), "{sent:?}");
+    assert!(sent.ends_with("to 2 client(s) on this server."), "{sent:?}");
 
     // The comment line is shown as one, apart from the fields.
     assert_eq!(
@@ -195,7 +195,7 @@ fn page_in_headless_chromium_shows_stream_messages_and_raw_wire() {
     server.wait_for_clients(0, PROMPTLY);
     page.wait_until(
         "#dropped to report both streams",
-        "$('dropped').textContent.includes('closed 2 stream(s)')",
+        "$('dropped').textContent.includes('closed 2 stream(s) on this server')",
     );
     // During the gap, another connection broadcasts (as another tab would): nobody hears it live.
     let (status, answer) = common::post(&server.url("/send"), "text/plain", "sent during the gap");

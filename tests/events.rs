@@ -396,10 +396,53 @@ fn last_event_id_that_is_not_a_number_is_ignored_and_the_stream_starts_live() {
 
 #[test]
 fn last_event_id_from_before_a_restart_still_gets_live_broadcasts() {
-    let server = TestServer::with_interval(NO_TICK_MS);
-    let mut events = EventStream::open(server.addr, &[("Last-Event-ID", "999")]);
-    server.send("first after restart");
-    assert_eq!(events.next_message(PROMPTLY).unwrap().last_event_id, "1");
+    for writers in FANOUT_MODES {
+        // The new run has sent nothing yet; the browser saw id 999 in the last one.
+        let server = server_with_writers(writers, NO_TICK_MS);
+        let mut events = EventStream::open(server.addr, &[("Last-Event-ID", "999")]);
+        for id in 1..=3 {
+            server.send(&format!("new {id}"));
+            let event = events.next_message(PROMPTLY).expect("every new broadcast");
+            assert_eq!(event.last_event_id, id.to_string(), "{writers} writers");
+        }
+    }
+}
+
+#[test]
+fn last_event_id_past_the_newest_id_replays_everything_this_run_holds() {
+    for writers in FANOUT_MODES {
+        // The first run: the browser sees ids 1 to 3, then the server stops.
+        let first_run = server_with_writers(writers, NO_TICK_MS);
+        let mut events = EventStream::open(first_run.addr, &[]);
+        for m in ["a", "b", "c"] {
+            first_run.send(m);
+        }
+        let seen = skip_to(&mut events, "c").last_event_id;
+        drop(first_run);
+        // The second run counts from 1 again and sends two before the browser is back.
+        let second_run = server_with_writers(writers, NO_TICK_MS);
+        second_run.send("x");
+        second_run.send("y");
+        // Its Last-Event-ID, 3, is past the newest id of this run (2): it saw none of this run's.
+        let mut again = EventStream::open(second_run.addr, &[("Last-Event-ID", &seen)]);
+        second_run.send("z");
+        let got: Vec<(String, String)> = (0..3)
+            .map(|_| again.next_message(PROMPTLY).expect("replay, then live"))
+            .map(|event| (event.last_event_id, event.data))
+            .collect();
+        let want = [("1", "x"), ("2", "y"), ("3", "z")].map(|(i, d)| (i.into(), d.into()));
+        assert_eq!(got, want, "{writers} writers");
+    }
+}
+
+/// The messages `events` gets until the one with `data`, which it returns.
+fn skip_to(events: &mut EventStream, data: &str) -> common::Event {
+    loop {
+        let event = events.next_message(PROMPTLY).expect("the message");
+        if event.data == data {
+            return event;
+        }
+    }
 }
 
 #[test]

@@ -117,7 +117,7 @@ fn send_with_a_message_that_is_not_utf8_is_400() {
     let server = server();
     assert_eq!(common::get(&server.url("/send?message=%FF%FE")).0, 400);
     let raw = server.raw(
-        b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n\xff\xfe",
+        b"POST /send HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n\xff\xfe",
     );
     assert_eq!(status_of(&raw), 400, "{raw}");
 }
@@ -147,7 +147,7 @@ fn body_of_64_kib_is_accepted_and_one_byte_more_is_413() {
     );
     let raw = server.raw(
         format!(
-            "POST /send HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{}",
+            "POST /send HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{}",
             limit + 1,
             "a".repeat(limit + 1)
         )
@@ -160,7 +160,8 @@ fn body_of_64_kib_is_accepted_and_one_byte_more_is_413() {
 fn body_over_64_kib_is_refused_before_it_is_read() {
     let server = server();
     // Only the head is sent: the server answers from the Content-Length alone.
-    let raw = server.raw(b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n");
+    let raw =
+        server.raw(b"POST /send HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10000000\r\n\r\n");
     assert_eq!(status_of(&raw), 413, "{raw}");
 }
 
@@ -172,7 +173,7 @@ fn expect_100_continue_gets_an_interim_response_before_the_body() {
     use std::io::{Read, Write};
     stream
         .write_all(
-            b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+            b"POST /send HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
         )
         .unwrap();
     let mut interim = [0u8; 25];
@@ -187,7 +188,7 @@ fn expect_100_continue_gets_an_interim_response_before_the_body() {
 fn chunked_body_is_501_since_only_content_length_is_read() {
     let server = server();
     let raw = server.raw(
-        b"POST /send HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+        b"POST /send HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
     );
     assert_eq!(status_of(&raw), 501, "{raw}");
 }
@@ -196,7 +197,7 @@ fn chunked_body_is_501_since_only_content_length_is_read() {
 fn two_different_content_lengths_are_400() {
     let server = server();
     let raw = server.raw(
-        b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nhey",
+        b"POST /send HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nhey",
     );
     assert_eq!(status_of(&raw), 400, "{raw}");
 }
@@ -204,13 +205,14 @@ fn two_different_content_lengths_are_400() {
 #[test]
 fn content_length_that_is_not_a_number_is_400() {
     let server = server();
-    let raw = server.raw(b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n");
+    let raw = server.raw(b"POST /send HTTP/1.1\r\nHost: localhost\r\nContent-Length: ten\r\n\r\n");
     assert_eq!(status_of(&raw), 400, "{raw}");
 }
 
 #[test]
 fn body_that_stops_short_of_its_length_is_408() {
     let server = TestServer::start(|c| c.head_timeout = Duration::from_millis(200));
-    let raw = server.raw(b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf");
+    let raw =
+        server.raw(b"POST /send HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nhalf");
     assert_eq!(status_of(&raw), 408, "{raw}");
 }

@@ -218,10 +218,41 @@ fn help_lists_every_flag_and_exits_0() {
 }
 
 #[test]
-fn bad_flag_exits_2_with_the_usage() {
-    let output = Command::new(BIN).arg("--nope").output().unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--port"));
+fn a_bad_flag_exits_2_with_its_error_and_one_line_pointing_at_help() {
+    for args in [
+        &["--nope"][..],
+        &["--port", "http"],
+        &["--allowed-host", "a.test:80"],
+    ] {
+        let output = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "{args:?}: {stderr}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(args[0]),
+            "{stderr}"
+        );
+        assert!(lines[1].contains("--help"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_named_with_the_way_out() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let output = server_command()
+        .args(["--port", &port])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(
+        stderr.contains("--port 0") && stderr.contains("PORT="),
+        "{stderr}"
+    );
 }
 
 #[test]

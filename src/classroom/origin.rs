@@ -25,9 +25,10 @@
 //! it is served as before.
 //!
 //! Limits: a page served under a name that resolves to this server (DNS rebinding) is the same
-//! origin by both measures. And `GET /send?message=...` from another site's `<img>` carries no
-//! `Origin`, and over plain HTTP no `Sec-Fetch-Site` either: that is the price of the contract's
-//! "send from the address bar"; `POST` is the way a page sends.
+//! origin by both measures; the `Host` check (`host.rs`) refuses it first, on every route. And
+//! `GET /send?message=...` from another site's `<img>` carries no `Origin`, and over plain HTTP
+//! no `Sec-Fetch-Site` either: that is the price of the contract's "send from the address bar";
+//! `POST` is the way a page sends.
 
 use crate::http::Request;
 
