@@ -511,7 +511,9 @@ fn after_a_clean_close_the_first_write_succeeds_and_a_later_one_fails() {
 fn a_client_that_closes_with_unread_bytes_resets_so_the_first_write_fails() {
     let (mut server, client) = socket_pair();
     server.write_all(b"data: a\n\n").unwrap();
-    drop(client); // "data: a" was never read: the kernel sends RST instead of FIN
+    let mut first = [0u8; 1];
+    client.peek(&mut first).unwrap(); // the bytes have arrived, and stay unread
+    drop(client); // so the kernel sends RST instead of FIN
     let mut buf = [0u8; 1];
     let reset = server.read(&mut buf).unwrap_err();
     assert_eq!(reset.kind(), ErrorKind::ConnectionReset);
