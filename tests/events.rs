@@ -2,7 +2,8 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,24 @@ fn events_responds_200_with_the_four_stream_headers() {
     assert_eq!(events.header("cache-control").as_deref(), Some("no-cache"));
     assert_eq!(events.header("connection").as_deref(), Some("keep-alive"));
     assert_eq!(events.header("x-accel-buffering").as_deref(), Some("no"));
+}
+
+#[test]
+fn each_request_for_the_stream_gets_new_bytes_so_it_is_sent_no_cache() {
+    let server = TestServer::with_interval(NO_TICK_MS);
+    let mut first = EventStream::open(server.addr, &[]);
+    server.send("before");
+    assert_eq!(first.next_message(PROMPTLY).unwrap().data, "before");
+    drop(first);
+    // The same URL, asked again: a copy of the first response would replay "before" as news.
+    let mut second = EventStream::open(server.addr, &[]);
+    assert_eq!(second.header("cache-control").as_deref(), Some("no-cache"));
+    server.send("after");
+    let event = second.next_message(PROMPTLY).unwrap();
+    assert_eq!(
+        (event.data.as_str(), event.last_event_id.as_str()),
+        ("after", "2")
+    );
 }
 
 #[test]
@@ -463,11 +482,85 @@ fn closed_client_is_noticed_by_a_failing_tick_and_leaves_the_count() {
 
 fn closed_client_is_noticed_by_a_failing_tick_and_leaves_the_count_with(writers: usize) {
     let server = server_with_writers(writers, 20);
-    let events = EventStream::open(server.addr, &[]);
+    let mut events = EventStream::open(server.addr, &[]);
     server.wait_for_clients(1, PROMPTLY);
+    assert_eq!(events.next_event(PROMPTLY).unwrap().kind, "tick");
     drop(events);
-    // The first tick after the close is accepted by the kernel; a later one fails.
+    // Whether the close was clean (FIN) or a reset (unread bytes), a later tick fails.
     server.wait_for_clients(0, PROMPTLY);
+}
+
+#[test]
+fn a_client_that_read_everything_before_closing_is_noticed_at_a_later_write() {
+    for writers in FANOUT_MODES {
+        let server = server_with_writers(writers, NO_TICK_MS);
+        let mut events = EventStream::open(server.addr, &[]);
+        // Like a browser, read everything that was sent (no ticks come), then close: a FIN.
+        assert!(events.wait_for_raw(OPENING.as_bytes(), PROMPTLY));
+        drop(events);
+        // The stream only learns of it by writing: each broadcast is one more write.
+        let deadline = Instant::now() + PROMPTLY;
+        while server.clients() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "writers {writers}: never noticed"
+            );
+            server.send("anyone there?");
+        }
+    }
+}
+
+/// A connected pair of loopback sockets: (the server's end, the client's end).
+fn socket_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    for socket in [&server, &client] {
+        socket.set_read_timeout(Some(PROMPTLY)).unwrap();
+        socket.set_write_timeout(Some(PROMPTLY)).unwrap();
+    }
+    (server, client)
+}
+
+#[test]
+fn after_a_clean_close_the_first_write_succeeds_and_a_later_one_fails() {
+    let (mut server, mut client) = socket_pair();
+    server.write_all(b"data: a\n\n").unwrap();
+    let mut got = [0u8; 9];
+    client.read_exact(&mut got).unwrap();
+    drop(client); // nothing left unread: the kernel sends FIN
+    assert_eq!(server.read(&mut got).unwrap(), 0, "the server sees the FIN");
+    // The first write only lands in the send buffer; the client's kernel answers it with RST.
+    server
+        .write_all(b"data: b\n\n")
+        .expect("the first write after the close succeeds");
+    let deadline = Instant::now() + PROMPTLY;
+    let error = loop {
+        match server.write_all(b"data: c\n\n") {
+            Ok(()) => assert!(Instant::now() < deadline, "no write ever failed"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            error.kind(),
+            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset
+        ),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_client_that_closes_with_unread_bytes_resets_so_the_first_write_fails() {
+    let (mut server, client) = socket_pair();
+    server.write_all(b"data: a\n\n").unwrap();
+    let mut first = [0u8; 1];
+    client.peek(&mut first).unwrap(); // the bytes have arrived, and stay unread
+    drop(client); // so the kernel sends RST instead of FIN
+    let mut buf = [0u8; 1];
+    let reset = server.read(&mut buf).unwrap_err();
+    assert_eq!(reset.kind(), ErrorKind::ConnectionReset);
+    assert!(server.write_all(b"data: b\n\n").is_err());
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //!
 //! - A **pointer** is a backticked file path, `src/sse.rs`, optionally followed by backticked
 //!   item names in that file, separated only by spaces, commas or a word such as "and":
-//!   `src/sse.rs` `encode`, `lines`. An item is `name` or `Type::name`.
+//!   `src/sse.rs` `encode`, `lines`. An item is `name` or `Type::name`. A line break counts as
+//!   a space: Markdown joins the lines of a paragraph, so an item may wrap onto the next line.
 //! - A **test name** is any backticked lowercase snake_case name with at least
 //!   [`TEST_NAME_UNDERSCORES`] underscores, e.g. `first_frame_is_retry_3000`.
 //!
@@ -251,29 +252,73 @@ fn anchors(doc: &str) -> BTreeSet<String> {
     out
 }
 
-/// The targets of the inline links `[text](target)` on a line.
-fn link_targets(line: &str) -> Vec<&str> {
+/// The targets of the inline links `[text](target)` in a text, each with its byte offset.
+fn link_targets(line: &str) -> Vec<(usize, &str)> {
     line.match_indices("](")
         .filter_map(|(at, _)| {
             let rest = &line[at + 2..];
-            rest.find(')').map(|end| rest[..end].trim())
+            rest.find(')').map(|end| (at, rest[..end].trim()))
         })
         .collect()
 }
 
+/// The blocks of a document that Markdown reads as one run of text, so that a pointer may wrap:
+/// consecutive prose lines up to a blank line, joined with spaces. A table row or a heading is a
+/// block of its own. Each block comes with the number of its first line and the byte offset in
+/// the joined text at which each of its lines starts.
+fn text_blocks(doc: &str) -> Vec<(String, Vec<(usize, usize)>)> {
+    let mut blocks: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
+    let mut open = false;
+    let mut last_line = 0;
+    for (number, line) in prose_lines(doc) {
+        let trimmed = line.trim_start();
+        let alone = trimmed.starts_with('|') || trimmed.starts_with('#');
+        if trimmed.is_empty() {
+            open = false;
+        } else if open && !alone && number == last_line + 1 {
+            let (text, starts) = blocks.last_mut().unwrap();
+            text.push(' ');
+            starts.push((text.len(), number));
+            text.push_str(line);
+        } else {
+            blocks.push((line.to_string(), vec![(0, number)]));
+            open = !alone;
+        }
+        last_line = number;
+    }
+    blocks
+}
+
+/// The line of a block on which the byte at `offset` stands.
+fn line_at(starts: &[(usize, usize)], offset: usize) -> usize {
+    starts
+        .iter()
+        .take_while(|(start, _)| *start <= offset)
+        .last()
+        .map_or(0, |(_, number)| *number)
+}
+
 /// Every broken pointer, test name and link in one document, as `FILE:LINE: what`.
 fn broken_in(doc_name: &str, tests: &BTreeSet<String>) -> Vec<String> {
-    let Ok(doc) = fs::read_to_string(root().join(doc_name)) else {
-        return vec![format!("{doc_name}: missing")];
-    };
+    match fs::read_to_string(root().join(doc_name)) {
+        Ok(doc) => broken_in_text(doc_name, &doc, tests),
+        Err(_) => vec![format!("{doc_name}: missing")],
+    }
+}
+
+/// Every broken pointer, test name and link in `doc`, read as the document `doc_name` (links are
+/// resolved from the repository's top).
+fn broken_in_text(doc_name: &str, doc: &str, tests: &BTreeSet<String>) -> Vec<String> {
     let mut broken = Vec::new();
     let mut report = |line: usize, what: String| broken.push(format!("{doc_name}:{line}: {what}"));
 
-    for (number, line) in prose_lines(&doc) {
+    for (text, starts) in text_blocks(doc) {
+        let line = text.as_str();
         let spans = code_spans(line);
         let mut i = 0;
         while i < spans.len() {
             let span = &spans[i];
+            let number = line_at(&starts, span.start);
             if is_path(&span.text) {
                 let path = span.text.as_str();
                 let file = root().join(path);
@@ -285,7 +330,7 @@ fn broken_in(doc_name: &str, tests: &BTreeSet<String>) -> Vec<String> {
                 } else {
                     None
                 };
-                // Items right after the path belong to it.
+                // Items right after the path belong to it, on this line or the next ones.
                 let mut end = span.end;
                 while let Some(next) = spans.get(i + 1) {
                     if !(only_separators(&line[end..next.start]) && is_item(&next.text)) {
@@ -293,6 +338,7 @@ fn broken_in(doc_name: &str, tests: &BTreeSet<String>) -> Vec<String> {
                     }
                     i += 1;
                     end = next.end;
+                    let number = line_at(&starts, next.start);
                     if let Some(source) = &source {
                         for name in next.text.split("::") {
                             if !declares(path, source, name) {
@@ -313,7 +359,8 @@ fn broken_in(doc_name: &str, tests: &BTreeSet<String>) -> Vec<String> {
             i += 1;
         }
 
-        for target in link_targets(line) {
+        for (offset, target) in link_targets(line) {
+            let number = line_at(&starts, offset);
             if target.contains("://") || target.starts_with("mailto:") {
                 continue;
             }
@@ -384,5 +431,36 @@ fn the_checker_reads_pointers_as_the_readme_defines_them() {
     assert_eq!(
         anchor("The `res` object, in Rust"),
         "the-res-object-in-rust"
+    );
+}
+
+#[test]
+fn a_pointer_whose_item_wraps_onto_the_next_line_is_checked_too() {
+    let tests = all_tests();
+    // Real items, each wrapped onto the next line: after the path, after a comma, in a list item.
+    let good = "A frame is built by `src/sse.rs`\n`encode`, and split by\n`src/sse.rs` `encode`,\n\
+                `lines`.\n\n- see `src/sse.rs`\n  `message_frame`\n";
+    assert_eq!(
+        broken_in_text("README.md", good, &tests),
+        Vec::<String>::new()
+    );
+    // The same, with each wrapped item renamed to something that does not exist.
+    let renamed = good
+        .replace("`encode`, and", "`encode_renamed`, and")
+        .replace("`lines`", "`lines_renamed`")
+        .replace("`message_frame`", "`message_frame_renamed`");
+    assert_eq!(
+        broken_in_text("README.md", &renamed, &tests),
+        [
+            "README.md:2: `src/sse.rs` `encode_renamed`: no `encode_renamed` there",
+            "README.md:4: `src/sse.rs` `lines_renamed`: no `lines_renamed` there",
+            "README.md:7: `src/sse.rs` `message_frame_renamed`: no `message_frame_renamed` there",
+        ]
+    );
+    // A blank line ends the run: a backticked name in the next paragraph is not an item.
+    let apart = "`src/sse.rs`\n\n`no_item`\n";
+    assert_eq!(
+        broken_in_text("README.md", apart, &tests),
+        Vec::<String>::new()
     );
 }
