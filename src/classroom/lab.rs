@@ -306,7 +306,9 @@ pub fn serve_lab(stream: &Arc<TcpStream>, peer: SocketAddr, request: &Request, h
         }
     };
     // A lab stream is a stream like `/events`: it counts against the client cap while it lasts
-    // (the hub's 503 otherwise). The place is given back when `_place` drops.
+    // (the hub's 503 otherwise). The place is given back when `_place` drops. It is taken before
+    // the run's turn is counted, so a 503 uses up nothing (even a later request, due a 204, gets
+    // the 503 when the server is full: either way the browser stops).
     let _place = match hub.subscribe(None) {
         Ok(place) => place,
         Err(err) => return http::answer_error(stream, peer, Some(request), &err),
