@@ -281,13 +281,14 @@ impl Runs {
         self.0.len()
     }
 
+    /// No run remembered.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
 
-/// Every run of this process. (A server is one per process; tests that start several in one
-/// process give each run its own token, so they never meet.)
+/// Every run this process has seen, whichever server took it. (`cargo run` starts one server;
+/// tests start several in one process, and give each run its own token, so runs never meet.)
 static RUNS: Mutex<Runs> = Mutex::new(Runs::new());
 
 /// `GET /lab`: checks the query, takes a place under the client cap, and answers the run's turn.
