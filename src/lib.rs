@@ -24,9 +24,10 @@
 //!
 //! # Part II, the wings
 //!
-//! Optional parts, each in its own folder. Part I names them at six seams only: `hub` choosing
-//! the writer fan-out, `hub` using the shared log, `routes` calling the origin rule and the
-//! `Host` check, and `main` printing the classroom addresses and checking the Redis URL.
+//! Optional parts, each in its own folder. Part I names them at a few seams only: `hub` choosing
+//! the writer fan-out, `hub` using the shared log, `routes` calling the classroom wing (the
+//! origin rule, the `Host` check, the lab), and `main` printing the classroom addresses and
+//! checking the Redis URL.
 //!
 //! 15. [`fanout::writers`]: the fast fan-out: a few writer threads write broadcasts and ticks to
 //!     every socket (`--broadcast-writers N`).
@@ -36,6 +37,7 @@
 //! 19. [`classroom::interfaces`]: the addresses printed for `--host 0.0.0.0`.
 //! 20. [`classroom::host`]: refusing requests for a name that is not this server's (DNS
 //!     rebinding, 403).
+//! 21. [`classroom::lab`]: `GET /lab`, any bytes for the student's own browser to read.
 //!
 //! `main.rs` only wires these together. Tests start a [`Server`] on port 0 in-process.
 

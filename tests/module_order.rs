@@ -14,7 +14,7 @@ fn part_one_len(lib: &str) -> usize {
 }
 
 /// The only places where the lesson (or `main.rs`) names a wing: (user, wing used).
-const SEAMS: [(&str, &str); 6] = [
+const SEAMS: [(&str, &str); 7] = [
     // The fan-out choosing the writer threads (`--broadcast-writers N`).
     ("hub", "fanout::writers"),
     // The hub using the shared log (`--redis URL`).
@@ -23,6 +23,8 @@ const SEAMS: [(&str, &str); 6] = [
     ("routes", "classroom::origin"),
     // The routes calling the `Host` check (DNS rebinding).
     ("routes", "classroom::host"),
+    // The routes dispatching `GET /lab`.
+    ("routes", "classroom::lab"),
     // `main` printing the addresses for `--host 0.0.0.0`.
     ("main", "classroom::interfaces"),
     // `main` checking the Redis URL before binding.
