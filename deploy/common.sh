@@ -42,12 +42,16 @@ make_certificate() {
 # HOST:PORT, read from its first stdout line.
 start_server() {
     local name="$1"; shift
+    # Created here, not by the background job's redirection, so the loop below never reads a
+    # file that does not exist yet (`set -e` would end the script on sed's error).
+    : >"$RUNDIR/$name.out"
     target/release/sse-server --host 127.0.0.1 --port 0 "$@" \
-        >"$RUNDIR/$name.out" 2>"$RUNDIR/$name.log" &
+        >>"$RUNDIR/$name.out" 2>"$RUNDIR/$name.log" &
     local pid=$!
     PIDS="$PIDS $pid"
     ADDR=""
-    for _ in $(seq 100); do
+    # Up to 30 s: a busy machine can be slow to start a process.
+    for _ in $(seq 300); do
         ADDR="$(sed -n 's|^Server running at http://\(127\.0\.0\.1:[0-9]*\)/.*|\1|p' "$RUNDIR/$name.out")"
         [ -n "$ADDR" ] && return
         kill -0 "$pid" 2>/dev/null || { echo "error: $name did not start:" >&2; cat "$RUNDIR/$name.log" >&2; exit 1; }

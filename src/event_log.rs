@@ -119,22 +119,19 @@ impl EventLog {
         history.last_id = id;
     }
 
-    /// Where a new `/events` connection starts: the broadcasts to replay first, and the id of the
-    /// newest broadcast, after which it waits for live ones.
+    /// Where a new `/events` stream starts: the id after which it gets every broadcast. Its first
+    /// catch-up ([`EventLog::after`]) is then the replay of what it missed.
     ///
-    /// With `Last-Event-ID: k` the replay is every broadcast after k still in the log. Without it,
-    /// or with a k from the future (the server restarted and counts from 1 again), nothing is
-    /// replayed and the stream starts live.
-    pub fn start(&self, last_event_id: Option<u64>) -> (Vec<Broadcast>, u64) {
+    /// With `Last-Event-ID: k` that is k, or the oldest broadcast still held if k is older
+    /// ("still held", says the contract). Without it, or with a k from the future (the server
+    /// restarted and counts from 1 again), the newest: the stream starts live.
+    pub fn start(&self, last_event_id: Option<u64>) -> u64 {
         let history = sync::read(&self.history);
-        let from = last_event_id
-            .filter(|&k| k < history.last_id)
-            .unwrap_or(history.last_id);
-        let mut missed = Vec::new();
-        // Broadcasts older than the history are simply not replayed ("still held", says the
-        // contract).
-        history.after(from, &mut missed);
-        (missed, history.last_id)
+        let before_oldest = history.recent.front().map_or(history.last_id, |b| b.id - 1);
+        match last_event_id {
+            Some(k) if k < history.last_id => k.max(before_oldest),
+            _ => history.last_id,
+        }
     }
 
     /// Puts the broadcasts after `cursor` (the last id a connection wrote) into `out`. The newest
@@ -189,20 +186,35 @@ mod tests {
         assert_eq!(&*after(&log, 0).0[0].frame, b"id: 1\ndata: x\ndata: y\n\n");
     }
 
+    /// What a stream starting with `last_event_id` is replayed by its first catch-up.
+    fn replay(log: &EventLog, last_event_id: Option<u64>) -> Vec<u64> {
+        ids(&after(log, log.start(last_event_id)).0)
+    }
+
     #[test]
     fn start_replays_only_ids_after_last_event_id() {
         let log = EventLog::new();
         for m in ["a", "b", "c", "d"] {
             log.publish(m);
         }
-        assert_eq!(log.start(Some(2)), after(&log, 2));
-        assert_eq!(ids(&log.start(Some(2)).0), [3, 4]);
-        assert_eq!(ids(&log.start(Some(0)).0), [1, 2, 3, 4]);
-        assert!(log.start(Some(4)).0.is_empty());
-        assert!(log.start(None).0.is_empty());
+        assert_eq!(replay(&log, Some(2)), [3, 4]);
+        assert_eq!(replay(&log, Some(0)), [1, 2, 3, 4]);
+        assert!(replay(&log, Some(4)).is_empty());
+        assert!(replay(&log, None).is_empty());
         // An id from before a restart: nothing to replay, and live broadcasts still arrive.
-        assert_eq!(ids(&log.start(Some(99)).0), Vec::<u64>::new());
-        assert_eq!(log.start(Some(99)).1, 4);
+        assert!(replay(&log, Some(99)).is_empty());
+        assert_eq!(log.start(Some(99)), 4);
+    }
+
+    #[test]
+    fn an_id_older_than_the_history_replays_what_is_still_held_and_loses_nothing() {
+        let log = EventLog::new();
+        for i in 0..HISTORY_LEN + 5 {
+            log.publish(&i.to_string());
+        }
+        let mut out = Vec::new();
+        assert_eq!(log.after(log.start(Some(1)), &mut out).lost, 0);
+        assert_eq!(out.len(), HISTORY_LEN);
     }
 
     #[test]
@@ -264,7 +276,7 @@ mod tests {
         out.clear();
         assert_eq!(log.after(1, &mut out).lost, 8);
         // A reconnecting browser gets what is still held.
-        assert_eq!(ids(&log.start(Some(5)).0), [10, 11]);
+        assert_eq!(replay(&log, Some(5)), [10, 11]);
     }
 
     #[test]
@@ -273,8 +285,8 @@ mod tests {
         let log = EventLog::new();
         log.append(500, "x");
         assert_eq!(log.last_id(), 500);
-        assert_eq!(ids(&log.start(Some(499)).0), [500]);
-        assert!(log.start(None).0.is_empty());
+        assert_eq!(replay(&log, Some(499)), [500]);
+        assert!(replay(&log, None).is_empty());
     }
 
     #[test]

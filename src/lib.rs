@@ -9,18 +9,20 @@
 //! 2. [`timestamp`]: RFC 3339 time for the tick events, and the HTTP `Date` format.
 //! 3. [`config`]: flags and environment variables.
 //! 4. [`sync`]: locks that survive a panicking thread.
-//! 5. [`http`]: reading a request and writing a response, by hand, with hard limits; every way a
+//! 5. [`wire`]: what HTTP, URLs and RESP share: decimal numbers, `host:port`, reads with a
+//!    deadline, what a failed socket call means.
+//! 6. [`http`]: reading a request and writing a response, by hand, with hard limits; every way a
 //!    request can go wrong, and its status.
-//! 6. [`urlencoded`]: `a=1&message=hi+there`, the format of query strings and HTML forms.
-//! 7. [`event_log`]: numbered broadcasts, encoded once, kept for replay.
-//! 8. [`ticks`]: each stream's `setInterval`: when to tick, when to send a keep-alive.
-//! 9. [`clients`]: who is connected: `clients.add(res)` and `clients.delete(res)`.
-//! 10. [`simple_fanout`]: how a broadcast reaches every socket: each connection thread writes its
+//! 7. [`urlencoded`]: `a=1&message=hi+there`, the format of query strings and HTML forms.
+//! 8. [`event_log`]: numbered broadcasts, encoded once, kept for replay.
+//! 9. [`ticks`]: each stream's `setInterval`: when to tick, when to send a keep-alive.
+//! 10. [`clients`]: who is connected: `clients.add(res)` and `clients.delete(res)`.
+//! 11. [`simple_fanout`]: how a broadcast reaches every socket: each connection thread writes its
 //!     own.
-//! 11. [`hub`]: the log, the fan-out and the count of streams, behind `broadcast` and `subscribe`.
-//! 12. [`stream`]: `GET /events`, from the response head until the client leaves.
-//! 13. [`routes`]: `GET /`, `/send`, `POST /drop`, and the dispatch of every request.
-//! 14. [`server`]: the listening socket and one thread per connection.
+//! 12. [`hub`]: the log, the fan-out and the count of streams, behind `broadcast` and `subscribe`.
+//! 13. [`stream`]: `GET /events`, from the response head until the client leaves.
+//! 14. [`routes`]: `GET /`, `/send`, `POST /drop`, and the dispatch of every request.
+//! 15. [`server`]: the listening socket and one thread per connection.
 //!
 //! # Part II, the wings
 //!
@@ -28,12 +30,12 @@
 //! the writer fan-out, `hub` using the shared log, `routes` calling the origin rule, and `main`
 //! printing the classroom addresses.
 //!
-//! 15. [`fanout::writers`]: the fast fan-out: a few writer threads write broadcasts and ticks to
+//! 16. [`fanout::writers`]: the fast fan-out: a few writer threads write broadcasts and ticks to
 //!     every socket (`--broadcast-writers N`).
-//! 16. [`redis::resp`]: RESP, the protocol Redis speaks: commands out, replies in, by hand.
-//! 17. [`redis::log`]: the event log shared by several instances, kept in a Redis stream.
-//! 18. [`classroom::origin`]: refusing `/send` and `/drop` from other sites' pages (403).
-//! 19. [`classroom::interfaces`]: the addresses printed for `--host 0.0.0.0`.
+//! 17. [`redis::resp`]: RESP, the protocol Redis speaks: commands out, replies in, by hand.
+//! 18. [`redis::log`]: the event log shared by several instances, kept in a Redis stream.
+//! 19. [`classroom::origin`]: refusing `/send` and `/drop` from other sites' pages (403).
+//! 20. [`classroom::interfaces`]: the addresses printed for `--host 0.0.0.0`.
 //!
 //! `main.rs` only wires these together. Tests start a [`Server`] on port 0 in-process.
 
@@ -51,6 +53,7 @@ pub mod sync;
 pub mod ticks;
 pub mod timestamp;
 pub mod urlencoded;
+pub mod wire;
 
 pub mod classroom;
 pub mod fanout;
