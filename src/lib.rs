@@ -38,6 +38,28 @@
 //! 20. [`classroom::interfaces`]: the addresses printed for `--host 0.0.0.0`.
 //!
 //! `main.rs` only wires these together. Tests start a [`Server`] on port 0 in-process.
+//!
+//! # The class hour
+//!
+//! The spine: the functions a teacher walks through, in order, for `GET /events` and `/send` in
+//! the default mode. README.md's "Walk through the code in class" has the same list.
+//!
+//! - `src/server.rs` `Server::run`, `Server::serve`: accept, and a thread per connection.
+//! - `src/routes.rs` `handle_connection`, `route`: read the request, pick the route.
+//! - `src/http.rs` `RequestReader::read_request`: the head, by hand, within limits.
+//! - `src/stream.rs` `serve_events`, `write_stream`: the response head, a comment, `retry`.
+//! - `src/hub.rs` `Hub::subscribe`: counted and in the fan-out, in one step.
+//! - `src/event_log.rs` `EventLog::start`: where a stream starts (`Last-Event-ID`).
+//! - `src/simple_fanout.rs` `SimpleFanout::join`, `Member::serve`: the stream's loop.
+//! - `src/clients.rs` `catch_up`: every broadcast after the cursor (first, the replay).
+//! - `src/event_log.rs` `EventLog::after`: the frames after a cursor.
+//! - `src/ticks.rs` `StreamTimer::frame_due`: Node's `setInterval`.
+//! - `src/sse.rs` `tick_frame`: the tick on the wire.
+//! - `src/routes.rs` `send_message`: `/send`, from the query or the body.
+//! - `src/hub.rs` `Hub::broadcast`: into the log, then wake the streams.
+//! - `src/event_log.rs` `EventLog::publish`: the next id, the frame encoded once.
+//! - `src/sse.rs` `message_frame`: a message on the wire, line by line.
+//! - `src/simple_fanout.rs` `SimpleFanout::announce`: wake every stream's thread.
 
 pub mod clients;
 pub mod config;
