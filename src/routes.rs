@@ -11,6 +11,7 @@
 //! refused with 403 (see `classroom/origin.rs`).
 //!
 //! Every connection carries one request; each thread runs [`handle_connection`] and ends with it.
+//! What the application refuses, and with which status, is [`Refusal`], in one `match`.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -211,10 +212,11 @@ impl Refusal {
                 "the message is not valid UTF-8".to_string(),
             ),
             Refusal::CrossSite(why) => (Status::FORBIDDEN, why.to_string()),
-            Refusal::NotFound => (
-                Status::NOT_FOUND,
-                "not found: try /, /events, /send or /drop".to_string(),
-            ),
+            Refusal::NotFound => {
+                let paths: Vec<&str> = ROUTES.iter().map(|(path, _, _)| *path).collect();
+                let try_these = paths.join(", ");
+                (Status::NOT_FOUND, format!("not found: try {try_these}"))
+            }
             Refusal::MethodNotAllowed { allow } => (
                 Status::METHOD_NOT_ALLOWED,
                 format!("method not allowed; use {allow}"),
