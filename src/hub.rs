@@ -3,9 +3,9 @@
 //! Routes need only two things from the middle of the server:
 //! - [`Hub::broadcast`]: a message goes into the log (encoded once) and out to every client;
 //!   Node's `for (const res of clients) res.write(frame)`.
-//! - [`Hub::subscribe`]: a new `/events` stream takes a place (or hears "full", the 503), gets
-//!   what it missed, and joins the fan-out; its [`Subscription`] gives everything back when
-//!   dropped, like `res.on('close', () => clients.delete(res))`.
+//! - [`Hub::subscribe`]: a new `/events` stream is counted and joins the fan-out in one step
+//!   (or hears "full", the 503); its first catch-up sends what it missed. Its [`Subscription`]
+//!   gives everything back when dropped, like `res.on('close', () => clients.delete(res))`.
 //!
 //! The fan-out is one of two ways, chosen once when the server starts: `--broadcast-writers 0`
 //! is the simple way (`simple_fanout.rs`), anything else the fast way (`fanout/writers.rs`).

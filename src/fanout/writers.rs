@@ -1,5 +1,5 @@
-//! The fast fan-out (the default): a few *writer* threads write every broadcast and every tick
-//! to every socket.
+//! The fast fan-out, for thousands of clients: a few *writer* threads write every broadcast and
+//! every tick to every socket.
 //!
 //! Read `simple_fanout.rs` first: there each connection thread writes its own broadcasts and its
 //! own ticks, so every broadcast and every tick costs a thread switch per client (at 10,000

@@ -36,7 +36,8 @@ use crate::wire::{self, Failure};
 /// Redis's own limit on the lines it reads (`PROTO_INLINE_MAX_SIZE`) is also 64 KiB.
 pub const MAX_LINE_LEN: usize = 64 * 1024;
 /// Longest bulk string we accept. A broadcast message is at most 64 KiB
-/// ([`crate::redis::log::MAX_MESSAGE_LEN`]); 1 MiB leaves room and keeps a bad length from costing much.
+/// ([`crate::redis::log::MAX_MESSAGE_LEN`]); 1 MiB leaves room and keeps a bad length from
+/// costing much.
 pub const MAX_BULK_LEN: usize = 1024 * 1024;
 /// Most elements in one array. Our longest replies hold 100 stream entries
 /// ([`crate::redis::log::BATCH`]).
