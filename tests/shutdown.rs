@@ -48,7 +48,10 @@ fn shutdown_ends_every_stream_and_says_it_drained() {
         for events in &mut streams {
             assert!(events.closed_within(PROMPTLY), "closed (writers {writers})");
         }
-        assert!(handle.shutdown(), "a second shutdown has nothing left to do");
+        assert!(
+            handle.shutdown(),
+            "a second shutdown has nothing left to do"
+        );
     }
 }
 
@@ -94,7 +97,9 @@ fn a_stream_that_subscribes_while_the_hub_shuts_down_is_refused_or_closed_never_
                 })
             })
             .collect();
-        wait_until("streams being served", || served.load(Ordering::Acquire) >= 4);
+        wait_until("streams being served", || {
+            served.load(Ordering::Acquire) >= 4
+        });
         assert!(hub.shutdown(), "its threads joined (writers {writers})");
         wait_until("every subscribing thread to end", || {
             threads.iter().all(|t| t.is_finished())

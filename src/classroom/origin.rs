@@ -49,7 +49,7 @@ pub const NO_HOST: &str = "refused: an Origin header, but no Host header to comp
 /// Why `request` must be refused as coming from another origin, or `None` to serve it.
 ///
 /// ```
-/// use sse_server::{http::parse_head, origin::cross_site};
+/// use sse_server::{classroom::origin::cross_site, http::parse_head};
 ///
 /// let own = parse_head(b"POST /send HTTP/1.1\r\nHost: 127.0.0.1:3000\r\n\
 ///     Origin: http://127.0.0.1:3000\r\n\r\n").unwrap();

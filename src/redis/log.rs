@@ -16,7 +16,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use sse_server::event_log::{EventLog, HISTORY_LEN};
-//! use sse_server::redis_log::RedisLog;
+//! use sse_server::redis::log::RedisLog;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let shared = RedisLog::connect("redis://127.0.0.1", "sse")?; // fails if Redis is not there

@@ -143,7 +143,7 @@ impl From<io::Error> for Error {
 /// a space or a line break inside an argument.)
 ///
 /// ```
-/// use sse_server::resp::encode_command;
+/// use sse_server::redis::resp::encode_command;
 ///
 /// assert_eq!(encode_command(&[b"GET", b"k"]), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
 /// ```
@@ -172,7 +172,7 @@ pub fn encode_command(args: &[&[u8]]) -> Vec<u8> {
 /// [`Error::Protocol`] for bytes that are not RESP, [`Error::TooLarge`] past a limit.
 ///
 /// ```
-/// use sse_server::resp::{parse, Reply};
+/// use sse_server::redis::resp::{parse, Reply};
 ///
 /// assert_eq!(parse(b":7\r\n+OK").unwrap(), Some((Reply::Integer(7), 4)));
 /// assert_eq!(parse(b"$5\r\nhel").unwrap(), None);
@@ -519,7 +519,7 @@ impl Connection {
     /// Sends one command and reads its reply, all within the connection's timeout.
     ///
     /// ```no_run
-    /// # use sse_server::resp::{Connection, Reply, Url};
+    /// # use sse_server::redis::resp::{Connection, Reply, Url};
     /// # use std::time::Duration;
     /// let url = Url::parse("redis://127.0.0.1").unwrap();
     /// let mut redis = Connection::connect(&url, Duration::from_secs(2)).unwrap();
