@@ -12,7 +12,7 @@
 //! 5. [`wire`]: what HTTP, URLs and RESP share: decimal numbers, `host:port`, reads with a
 //!    deadline, what a failed socket call means.
 //! 6. [`http`]: reading a request and writing a response, by hand, with hard limits; every way a
-//!    request can go wrong, and its status.
+//!    request can break HTTP, and its status.
 //! 7. [`urlencoded`]: `a=1&message=hi+there`, the format of query strings and HTML forms.
 //! 8. [`event_log`]: numbered broadcasts, encoded once, kept for replay.
 //! 9. [`ticks`]: each stream's `setInterval`: when to tick, when to send a keep-alive.
@@ -21,7 +21,8 @@
 //!     own.
 //! 12. [`hub`]: the log, the fan-out and the count of streams, behind `broadcast` and `subscribe`.
 //! 13. [`stream`]: `GET /events`, from the response head until the client leaves.
-//! 14. [`routes`]: `GET /`, `/send`, `POST /drop`, and the dispatch of every request.
+//! 14. [`routes`]: `GET /`, `/send`, `POST /drop`, the dispatch of every request, and every
+//!     refusal with its status.
 //! 15. [`server`]: the listening socket and one thread per connection.
 //!
 //! # Part II, the wings
