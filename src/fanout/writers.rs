@@ -652,6 +652,19 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_whose_writers_stopped_ends_instead_of_waiting_for_them() {
+        let fanout = WriterFanout::new(1);
+        let clock = TickClock::new(Duration::from_secs(60), Duration::from_secs(60));
+        let mut member = fanout.join(0, clock);
+        fanout.stop();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _far = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (near, _) = listener.accept().unwrap();
+        let err = member.serve(&Arc::new(near), &EventLog::new()).unwrap_err();
+        assert_eq!(err.to_string(), "dropped");
+    }
+
+    #[test]
     fn a_client_behind_the_history_is_ended_not_skipped() {
         let (client, _far) = client(0);
         let log = EventLog::new();
