@@ -70,7 +70,7 @@ start_nginx() {
     "$(find_tool nginx)" -p "$RUNDIR" -c "$RUNDIR/nginx.conf" -e stderr &
     local pid=$!
     PIDS="$PIDS $pid"
-    for _ in $(seq 100); do
+    for _ in $(seq 300); do
         kill -0 "$pid" 2>/dev/null || { echo "error: nginx did not start (port $port taken?)" >&2; exit 1; }
         # A full HTTPS request, so that it is our nginx answering and not something else.
         curl -k -s -o /dev/null --max-time 1 "https://127.0.0.1:$port/" && return

@@ -948,8 +948,9 @@ impl Cluster {
         }
     }
 
-    /// Reads what the script prints until the nginx address: the instances' addresses.
-    fn instances(&mut self, https_port: u16, within: Duration) -> Vec<SocketAddr> {
+    /// Reads what the script prints until the nginx address: the instances' addresses; or, if
+    /// the script ends first, what it said.
+    fn instances(&mut self, https_port: u16, within: Duration) -> Result<Vec<SocketAddr>, String> {
         let deadline = Instant::now() + within;
         let nginx = format!("https://127.0.0.1:{https_port}/");
         let mut instances = Vec::new();
@@ -960,7 +961,10 @@ impl Cluster {
             {
                 Ok(line) => line,
                 Err(RecvTimeoutError::Timeout) => panic!("no {nginx} within {within:?}: {self}"),
-                Err(RecvTimeoutError::Disconnected) => panic!("the script ended: {self}"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.child.wait(); // its stderr is complete
+                    return Err(format!("the script ended: {self}"));
+                }
             };
             self.printed.push(line.clone());
             // "    instance 2: http://127.0.0.1:PORT/"
@@ -974,7 +978,7 @@ impl Cluster {
                 instances.push(addr);
             }
             if line.trim() == nginx.as_str() || line.trim().starts_with(&nginx) {
-                return instances;
+                return Ok(instances);
             }
         }
     }
@@ -1028,11 +1032,21 @@ impl Drop for Cluster {
 fn through_the_cluster_script_a_message_sent_to_instance_1_reaches_streams_via_instance_2_and_nginx(
 ) {
     let Some(curl) = cluster_tools() else { return };
-    let (https_port, redis_port) = (free_port(), free_port());
     let started = Instant::now();
-    let mut cluster = Cluster::start(https_port, redis_port);
-    // It builds the release binary first: minutes from scratch on a small machine.
-    let instances = cluster.instances(https_port, Duration::from_secs(900));
+    // The ports are free when picked, but another program may take one before the script binds
+    // it; the script then stops and says so, and is started again on other ports.
+    let mut attempts = 0;
+    let (mut cluster, instances, https_port) = loop {
+        attempts += 1;
+        let (https_port, redis_port) = (free_port(), free_port());
+        let mut cluster = Cluster::start(https_port, redis_port);
+        // It builds the release binary first: minutes from scratch on a small machine.
+        match cluster.instances(https_port, Duration::from_secs(900)) {
+            Ok(instances) => break (cluster, instances, https_port),
+            Err(why) if attempts < 3 && why.contains(" taken?") => eprintln!("again: {why}"),
+            Err(why) => panic!("{why}"),
+        }
+    };
     let ready_after = started.elapsed();
     assert_eq!(instances.len(), 3, "three instances by default: {cluster}");
 
