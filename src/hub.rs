@@ -4,7 +4,7 @@
 //! - [`Hub::broadcast`]: a message goes into the log (encoded once) and out to every client;
 //!   Node's `for (const res of clients) res.write(frame)`.
 //! - [`Hub::subscribe`]: a new `/events` stream is counted and joins the fan-out in one step
-//!   (or hears "full", the 503); its first catch-up sends what it missed. Its [`Subscription`]
+//!   (or hears "full"); its first catch-up sends what it missed. Its [`Subscription`]
 //!   gives everything back when dropped, like `res.on('close', () => clients.delete(res))`.
 //!
 //! The fan-out is one of two ways, chosen once when the server starts: `--broadcast-writers 0`

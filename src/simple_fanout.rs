@@ -4,7 +4,7 @@
 //! res.write(frame)`, and each stream has its own `setInterval(() => res.write(tick), 1000)`.
 //! Here the sender only appends the frame to the log and *wakes* every connection thread
 //! ([`SimpleFanout::announce`]); each thread then copies what it has not had yet from the log to
-//! its own socket, and writes its tick when the timer says so ([`SimpleFanout::serve`]).
+//! its own socket, and writes its tick when the timer says so ([`Member::serve`]).
 //!
 //! A write blocks only the thread that makes it, so a stuck client never delays the others. The
 //! price: two thread switches per client per broadcast, which at 10,000 clients on two cores is
