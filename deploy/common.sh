@@ -42,12 +42,16 @@ make_certificate() {
 # HOST:PORT, read from its first stdout line.
 start_server() {
     local name="$1"; shift
+    # Created here, not by the background job's redirection, so the loop below never reads a
+    # file that does not exist yet (`set -e` would end the script on sed's error).
+    : >"$RUNDIR/$name.out"
     target/release/sse-server --host 127.0.0.1 --port 0 "$@" \
-        >"$RUNDIR/$name.out" 2>"$RUNDIR/$name.log" &
+        >>"$RUNDIR/$name.out" 2>"$RUNDIR/$name.log" &
     local pid=$!
     PIDS="$PIDS $pid"
     ADDR=""
-    for _ in $(seq 100); do
+    # Up to 30 s: a busy machine can be slow to start a process.
+    for _ in $(seq 300); do
         ADDR="$(sed -n 's|^Server running at http://\(127\.0\.0\.1:[0-9]*\)/.*|\1|p' "$RUNDIR/$name.out")"
         [ -n "$ADDR" ] && return
         kill -0 "$pid" 2>/dev/null || { echo "error: $name did not start:" >&2; cat "$RUNDIR/$name.log" >&2; exit 1; }
@@ -66,7 +70,7 @@ start_nginx() {
     "$(find_tool nginx)" -p "$RUNDIR" -c "$RUNDIR/nginx.conf" -e stderr &
     local pid=$!
     PIDS="$PIDS $pid"
-    for _ in $(seq 100); do
+    for _ in $(seq 300); do
         kill -0 "$pid" 2>/dev/null || { echo "error: nginx did not start (port $port taken?)" >&2; exit 1; }
         # A full HTTPS request, so that it is our nginx answering and not something else.
         curl -k -s -o /dev/null --max-time 1 "https://127.0.0.1:$port/" && return

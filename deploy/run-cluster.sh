@@ -18,9 +18,13 @@ need_tools redis-server nginx openssl curl
 # 1. Redis: loopback only, its own port, nothing saved to disk.
 "$(find_tool redis-server)" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$RUNDIR" --logfile "$RUNDIR/redis.log" &
-PIDS="$PIDS $!"
+REDIS_PID=$!
+PIDS="$PIDS $REDIS_PID"
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
-for _ in $(seq 50); do
+# Up to 30 s: a busy machine can be slow to start a process.
+for _ in $(seq 300); do
+    # Ours, not another Redis that has the port: ours would have stopped.
+    kill -0 "$REDIS_PID" 2>/dev/null || { echo "error: redis-server did not start (port $REDIS_PORT taken?)" >&2; exit 1; }
     # PING spoken by hand over bash's /dev/tcp: a RESP inline command, answered "+PONG".
     # (The braces take the "connection refused" bash prints while Redis is still starting.)
     if { exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT"; } 2>/dev/null; then

@@ -7,29 +7,59 @@
 
 use std::io;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, Thread};
 
+use crate::event_log::{Broadcast, EventLog};
 use crate::sync::lock;
 
 /// One `/events` client: its socket and the connection thread that serves it.
 pub struct Client {
-    pub stream: Arc<TcpStream>,
+    /// The socket, from [`Client::attach`] on (the client joins before its head is written).
+    stream: OnceLock<Arc<TcpStream>>,
     /// The thread that owns this client. Whoever has news for it wakes it with `unpark`.
     pub owner: Thread,
     /// Set by `POST /drop` (or a shutdown): the thread ends the stream at its next wake-up.
     closed: AtomicBool,
 }
 
+impl AsRef<Client> for Client {
+    fn as_ref(&self) -> &Client {
+        self
+    }
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new()
+    }
+}
+
 impl Client {
-    /// The client on `stream`, owned by the calling thread.
-    pub fn new(stream: Arc<TcpStream>) -> Client {
+    /// A client owned by the calling thread, its socket not attached yet.
+    pub fn new() -> Client {
         Client {
-            stream,
+            stream: OnceLock::new(),
             owner: thread::current(),
             closed: AtomicBool::new(false),
         }
+    }
+
+    /// Gives the client its socket, once the owner has written the head.
+    ///
+    /// # Errors
+    /// The stream was closed meanwhile.
+    pub fn attach(&self, stream: &Arc<TcpStream>) -> io::Result<()> {
+        let _ = self.stream.set(Arc::clone(stream));
+        // Paired with the fence in `close_stream`: either it sees the socket, or we see `closed`.
+        fence(Ordering::SeqCst);
+        self.check_closed()
+    }
+
+    /// The socket, once attached.
+    pub fn stream(&self) -> Option<&TcpStream> {
+        self.stream.get().map(|stream| &**stream)
     }
 
     /// Ends this client's stream now, from any thread: the socket is shut down both ways, so the
@@ -37,7 +67,10 @@ impl Client {
     /// woken to notice.
     pub fn close_stream(&self) {
         self.closed.store(true, Ordering::Release);
-        let _ = self.stream.shutdown(Shutdown::Both);
+        fence(Ordering::SeqCst);
+        if let Some(stream) = self.stream() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
         self.owner.unpark();
     }
 
@@ -59,42 +92,33 @@ pub fn closed() -> io::Error {
     io::Error::other("dropped")
 }
 
-/// Counts the times every stream was closed at once (`POST /drop`, a shutdown). A stream notes
-/// the count when it is admitted and looks again right after it joined a [`Roster`]: a close
-/// that came in between could not find it in the roster, but changed the count.
-#[derive(Default)]
-pub struct Closings(AtomicU64);
-
-impl Closings {
-    /// The count now.
-    pub fn seen(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
+/// Writes every broadcast after `*cursor` with `write`, oldest first, and moves the cursor on;
+/// returns whether there were any. A stream's first call replays what its browser missed.
+///
+/// # Errors
+/// The first failed write, or the stream fell so far behind that broadcasts it never got have
+/// left the log: it is disconnected rather than silently skipped, so its browser reconnects
+/// and sees a clean break instead of a hidden gap.
+pub fn catch_up(
+    log: &EventLog,
+    cursor: &mut u64,
+    news: &mut Vec<Broadcast>,
+    mut write: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<bool> {
+    news.clear();
+    let found = log.after(*cursor, news);
+    if found.lost > 0 {
+        return Err(io::Error::other(format!(
+            "fell behind: {} broadcasts left the history before they could be written",
+            found.lost
+        )));
     }
-
-    /// Counts one more closing; call it *before* closing the streams in the roster.
-    pub fn count(&self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
+    for broadcast in news.iter() {
+        write(&broadcast.frame)?;
     }
-
-    /// `Err("dropped")` if a closing happened since `seen`.
-    ///
-    /// # Errors
-    /// Every stream was closed after this one was admitted.
-    pub fn check_since(&self, seen: u64) -> io::Result<()> {
-        if self.seen() != seen {
-            return Err(closed());
-        }
-        Ok(())
-    }
-}
-
-/// The error that ends the stream of a client that fell so far behind that `lost` broadcasts it
-/// never got have left the log ([`crate::event_log::HISTORY_LEN`]). It is disconnected rather
-/// than silently skipped: its browser reconnects and sees a clean break instead of a hidden gap.
-pub fn fell_behind(lost: u64) -> io::Error {
-    io::Error::other(format!(
-        "fell behind: {lost} broadcasts left the history before they could be written"
-    ))
+    // Never back: a stream may start past the log's newest (see `Hub::subscribe`).
+    *cursor = (*cursor).max(found.last_id);
+    Ok(!news.is_empty())
 }
 
 /// The connected clients, in `groups` (one per writer thread, or one), each client of type `T`.
@@ -139,6 +163,18 @@ impl<T> Roster<T> {
     }
 }
 
+impl<T: AsRef<Client>> Roster<T> {
+    /// Ends every client's stream now (`POST /drop`, a shutdown); returns how many there were.
+    pub fn close_streams(&self) -> usize {
+        let mut closed = 0;
+        self.each(|client| {
+            client.as_ref().close_stream();
+            closed += 1;
+        });
+        closed
+    }
+}
+
 /// A client's place in a [`Roster`]; dropping it removes the client.
 pub struct Place<'a, T> {
     roster: &'a Roster<T>,
@@ -180,18 +216,6 @@ mod tests {
     }
 
     #[test]
-    fn a_closing_after_a_stream_was_admitted_is_seen() {
-        let closings = Closings::default();
-        let seen = closings.seen();
-        assert!(closings.check_since(seen).is_ok());
-        closings.count();
-        assert_eq!(
-            closings.check_since(seen).unwrap_err().to_string(),
-            "dropped"
-        );
-    }
-
-    #[test]
     fn zero_groups_means_one() {
         let roster = Roster::new(0);
         let _a = roster.join(Arc::new("a"));
@@ -200,12 +224,25 @@ mod tests {
     }
 
     #[test]
+    fn a_client_closed_before_its_socket_is_attached_says_dropped_when_it_is() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _far = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (near, _) = listener.accept().unwrap();
+        let client = Client::new();
+        client.close_stream();
+        assert_eq!(
+            client.attach(&Arc::new(near)).unwrap_err().to_string(),
+            "dropped"
+        );
+    }
+
+    #[test]
     fn a_closed_client_says_dropped_and_its_socket_is_shut() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut far = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (near, _) = listener.accept().unwrap();
-        let client = Client::new(Arc::new(near));
-        assert!(client.check_closed().is_ok());
+        let client = Client::new();
+        assert!(client.attach(&Arc::new(near)).is_ok());
         client.close_stream();
         assert_eq!(client.check_closed().unwrap_err().to_string(), "dropped");
         let mut buf = [0u8; 1];

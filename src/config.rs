@@ -27,11 +27,10 @@ pub const MAX_BROADCAST_WRITERS: usize = 64;
 /// Default Redis key of the shared log.
 pub const DEFAULT_REDIS_KEY: &str = "sse";
 
-/// Default number of broadcast writer threads: one per core (see `fanout/writers.rs`); 0 means
-/// every connection thread writes its own broadcasts and ticks (`simple_fanout.rs`).
-pub fn default_broadcast_writers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
+/// Default number of broadcast writer threads: none, so every connection thread writes its own
+/// broadcasts and ticks (`simple_fanout.rs`, the lesson). The writers (`fanout/writers.rs`)
+/// pay off with thousands of clients.
+pub const DEFAULT_BROADCAST_WRITERS: usize = 0;
 /// A client must send its whole request (head, and body if any) within this time, or it gets 408
 /// (contract: 10 s for the head).
 pub const DEFAULT_HEAD_TIMEOUT_MS: u64 = 10_000;
@@ -52,7 +51,8 @@ Options (a flag wins over its environment variable):
   --write-timeout-ms N  drop a client once one write has blocked this long
                                                                 [env WRITE_TIMEOUT_MS, default 10000]
   --broadcast-writers N threads writing broadcasts and ticks to sockets; 0 = each
-                        connection thread writes its own        [env BROADCAST_WRITERS, default: cores]
+                        connection thread writes its own        [env BROADCAST_WRITERS, default 0]
+                        With thousands of clients, set it to the number of cores.
   --redis URL           share the event log with other instances through Redis,
                         redis://HOST[:PORT][/DB]                [env REDIS_URL, default: in memory]
   --redis-key NAME      the Redis key of the shared log         [env REDIS_KEY, default sse]
@@ -109,7 +109,7 @@ impl Default for Config {
             interval: Duration::from_millis(DEFAULT_INTERVAL_MS),
             max_clients: DEFAULT_MAX_CLIENTS,
             write_timeout: Duration::from_millis(DEFAULT_WRITE_TIMEOUT_MS),
-            broadcast_writers: default_broadcast_writers(),
+            broadcast_writers: DEFAULT_BROADCAST_WRITERS,
             head_timeout: Duration::from_millis(DEFAULT_HEAD_TIMEOUT_MS),
             keep_alive: crate::sse::KEEP_ALIVE_AFTER,
             redis: None,

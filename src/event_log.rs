@@ -123,29 +123,25 @@ impl EventLog {
         history.last_id = id;
     }
 
-    /// Where a new `/events` connection starts: the broadcasts to replay first, and the id of the
-    /// newest broadcast, after which it waits for live ones.
+    /// Where a new `/events` stream starts: the id after which it gets every broadcast. Its first
+    /// catch-up ([`EventLog::after`]) is then the replay of what it missed.
     ///
-    /// With `Last-Event-ID: k` the replay is every broadcast after k still in the log; without
-    /// it, nothing is replayed and the stream starts live.
+    /// With `Last-Event-ID: k` that is k, or the oldest broadcast still held if k is older
+    /// ("still held", says the contract); without it, the newest: the stream starts live.
     ///
     /// A k past the newest id this log has issued can only come from an earlier run: the server
     /// restarted and counts from 1 again, so the browser has seen none of this run's broadcasts,
     /// and gets all of them that are still held. (A mirror's ids never start over: there such a
     /// k is one another instance has sent and the mirror has yet to receive; `hub.rs` waits for
     /// it, and nothing is replayed.)
-    pub fn start(&self, last_event_id: Option<u64>) -> (Vec<Broadcast>, u64) {
+    pub fn start(&self, last_event_id: Option<u64>) -> u64 {
         let history = sync::read(&self.history);
-        let from = match last_event_id {
+        let before_oldest = history.recent.front().map_or(history.last_id, |b| b.id - 1);
+        match last_event_id {
             None => history.last_id,
-            Some(k) if k > history.last_id && !history.mirrored => 0,
-            Some(k) => k.min(history.last_id),
-        };
-        let mut missed = Vec::new();
-        // Broadcasts older than the history are simply not replayed ("still held", says the
-        // contract).
-        history.after(from, &mut missed);
-        (missed, history.last_id)
+            Some(k) if k > history.last_id && !history.mirrored => before_oldest,
+            Some(k) => k.min(history.last_id).max(before_oldest),
+        }
     }
 
     /// Puts the broadcasts after `cursor` (the last id a connection wrote) into `out`. The newest
@@ -200,31 +196,35 @@ mod tests {
         assert_eq!(&*after(&log, 0).0[0].frame, b"id: 1\ndata: x\ndata: y\n\n");
     }
 
+    /// What a stream starting with `last_event_id` is replayed by its first catch-up.
+    fn replay(log: &EventLog, last_event_id: Option<u64>) -> Vec<u64> {
+        ids(&after(log, log.start(last_event_id)).0)
+    }
+
     #[test]
     fn start_replays_only_ids_after_last_event_id() {
         let log = EventLog::new();
         for m in ["a", "b", "c", "d"] {
             log.publish(m);
         }
-        assert_eq!(log.start(Some(2)), after(&log, 2));
-        assert_eq!(ids(&log.start(Some(2)).0), [3, 4]);
-        assert_eq!(ids(&log.start(Some(0)).0), [1, 2, 3, 4]);
-        assert!(log.start(Some(4)).0.is_empty());
-        assert!(log.start(None).0.is_empty());
+        assert_eq!(replay(&log, Some(2)), [3, 4]);
+        assert_eq!(replay(&log, Some(0)), [1, 2, 3, 4]);
+        assert!(replay(&log, Some(4)).is_empty());
+        assert!(replay(&log, None).is_empty());
     }
 
     #[test]
     fn an_id_past_the_newest_is_from_an_earlier_run_and_gets_everything_held() {
         let log = EventLog::new();
-        assert_eq!(log.start(Some(99)), (Vec::new(), 0));
+        assert_eq!(log.start(Some(99)), 0);
         for m in ["a", "b", "c"] {
             log.publish(m);
         }
-        assert_eq!(log.start(Some(99)), after(&log, 0));
-        assert_eq!(ids(&log.start(Some(4)).0), [1, 2, 3]);
+        assert_eq!(replay(&log, Some(99)), [1, 2, 3]);
+        assert_eq!(replay(&log, Some(4)), [1, 2, 3]);
         // At or below the newest it is this run's own id.
-        assert!(log.start(Some(3)).0.is_empty());
-        assert_eq!(ids(&log.start(Some(2)).0), [3]);
+        assert!(replay(&log, Some(3)).is_empty());
+        assert_eq!(replay(&log, Some(2)), [3]);
     }
 
     #[test]
@@ -233,7 +233,19 @@ mod tests {
         let log = EventLog::new();
         log.append(1, "a");
         log.append(2, "b");
-        assert_eq!(log.start(Some(99)), (Vec::new(), 2));
+        assert_eq!(log.start(Some(99)), 2);
+        assert!(replay(&log, Some(99)).is_empty());
+    }
+
+    #[test]
+    fn an_id_older_than_the_history_replays_what_is_still_held_and_loses_nothing() {
+        let log = EventLog::new();
+        for i in 0..HISTORY_LEN + 5 {
+            log.publish(&i.to_string());
+        }
+        let mut out = Vec::new();
+        assert_eq!(log.after(log.start(Some(1)), &mut out).lost, 0);
+        assert_eq!(out.len(), HISTORY_LEN);
     }
 
     #[test]
@@ -295,7 +307,7 @@ mod tests {
         out.clear();
         assert_eq!(log.after(1, &mut out).lost, 8);
         // A reconnecting browser gets what is still held.
-        assert_eq!(ids(&log.start(Some(5)).0), [10, 11]);
+        assert_eq!(replay(&log, Some(5)), [10, 11]);
     }
 
     #[test]
@@ -304,8 +316,8 @@ mod tests {
         let log = EventLog::new();
         log.append(500, "x");
         assert_eq!(log.last_id(), 500);
-        assert_eq!(ids(&log.start(Some(499)).0), [500]);
-        assert!(log.start(None).0.is_empty());
+        assert_eq!(replay(&log, Some(499)), [500]);
+        assert!(replay(&log, None).is_empty());
     }
 
     #[test]

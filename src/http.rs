@@ -11,13 +11,15 @@
 //! ```
 //!
 //! Everything a client sends is untrusted, so every read is bounded in size and in time, and every
-//! way a head can be wrong maps to one [`RequestError`] and from there to one status code.
+//! way a request can break HTTP maps to one [`RequestError`] and from there to one status code.
+//! (What the application refuses, such as a missing message, is `routes.rs`'s business.)
 
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::timestamp;
+use crate::wire::{self, Failure};
 
 /// Largest request head we accept, counting the request line and the header lines with their line
 /// ends (not the blank line after them): 8 KiB, the contract's limit and a common server default.
@@ -81,9 +83,9 @@ impl Request {
     }
 }
 
-/// Everything a request can get wrong, from a bad head to a full server, each mapped to one
-/// status and one reason in [`RequestError::status_and_reason`] (the idea comes from tiny_http's
-/// private error enum). The reason is sent as the body of the error response and logged.
+/// Every way a request can break HTTP, each mapped to one status and one reason in
+/// [`RequestError::status_and_reason`] (the idea comes from tiny_http's private error enum). The
+/// reason is sent as the body of the error response and logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestError {
     /// The client closed or reset the connection: nobody is left to answer.
@@ -102,36 +104,7 @@ pub enum RequestError {
     UnsupportedVersion,
     /// A body sent with `Transfer-Encoding` (chunked) instead of `Content-Length`: 501.
     TransferEncoding,
-    /// `/send` without a message: 400.
-    NoMessage,
-    /// `/send` with an empty message: 400.
-    EmptyMessage,
-    /// `POST /send?message=...` with no message in the body: 400, saying where it goes.
-    MessageInQuery,
-    /// `/send` with a message that is not UTF-8 (event streams are UTF-8 only): 400.
-    NotUtf8,
-    /// A request from a page of another site to a route that changes state: 403, with why.
-    CrossSite(&'static str),
-    /// A `Host` that names none of this server's names (DNS rebinding): 403, with how to allow it.
-    UnknownHost(String),
-    /// No such path: 404.
-    NotFound,
-    /// A known path with the wrong method: 405, with the methods that would work.
-    MethodNotAllowed { allow: &'static str },
-    /// As many `/events` streams as the cap allows are open: 503.
-    TooManyClients,
-    /// As many connections as the server will hold are open: 503 from the accept loop.
-    TooManyConnections,
-    /// The system would not start another thread: 503 from the accept loop.
-    NoThread(String),
-    /// The shared log (Redis) cannot be reached, so `/send` cannot broadcast: 503.
-    LogUnavailable,
-    /// The server is stopping and takes no new stream: 503.
-    ShuttingDown,
 }
-
-/// How long a client told "503" should wait before trying again, in seconds (`Retry-After`).
-pub const RETRY_AFTER_SECS: u32 = 5;
 
 impl RequestError {
     /// The status to answer with and why, or `None` when the client is already gone.
@@ -169,101 +142,22 @@ impl RequestError {
                 Status::NOT_IMPLEMENTED,
                 "send the body with Content-Length, not Transfer-Encoding".to_string(),
             ),
-            RequestError::NoMessage => (
-                Status::BAD_REQUEST,
-                "no message: send ?message=..., a form field message=..., or a text/plain body"
-                    .to_string(),
-            ),
-            RequestError::EmptyMessage => (Status::BAD_REQUEST, "the message is empty".to_string()),
-            RequestError::MessageInQuery => (
-                Status::BAD_REQUEST,
-                "on POST the message is the body, not the query: POST message=... as a form or \
-                 the text itself, or use GET /send?message=..."
-                    .to_string(),
-            ),
-            RequestError::NotUtf8 => (
-                Status::BAD_REQUEST,
-                "the message is not valid UTF-8".to_string(),
-            ),
-            RequestError::CrossSite(why) => (Status::FORBIDDEN, why.to_string()),
-            RequestError::UnknownHost(why) => (Status::FORBIDDEN, why.clone()),
-            RequestError::NotFound => (
-                Status::NOT_FOUND,
-                "not found: try /, /events, /send or /drop".to_string(),
-            ),
-            RequestError::MethodNotAllowed { allow } => (
-                Status::METHOD_NOT_ALLOWED,
-                format!("method not allowed; use {allow}"),
-            ),
-            RequestError::TooManyClients => (
-                Status::SERVICE_UNAVAILABLE,
-                "too many clients, try again later".to_string(),
-            ),
-            RequestError::TooManyConnections => (
-                Status::SERVICE_UNAVAILABLE,
-                "too many connections".to_string(),
-            ),
-            RequestError::NoThread(why) => (
-                Status::SERVICE_UNAVAILABLE,
-                format!("cannot start a thread: {why}"),
-            ),
-            RequestError::ShuttingDown => (
-                Status::SERVICE_UNAVAILABLE,
-                "the server is shutting down".to_string(),
-            ),
-            RequestError::LogUnavailable => (
-                Status::SERVICE_UNAVAILABLE,
-                "the shared log (Redis) cannot be reached; nothing was sent, try again".to_string(),
-            ),
         };
         Some((status, reason))
     }
-
-    /// The error response: the reason as a text body, plus the header some statuses require.
-    /// `None` when the client is gone.
-    pub fn response(&self) -> Option<Response> {
-        let (status, reason) = self.status_and_reason()?;
-        let response = Response::text(status, &reason);
-        Some(match self {
-            // 405 must say which methods would work (RFC 9110 §15.5.6).
-            RequestError::MethodNotAllowed { allow } => response.with_header("Allow", *allow),
-            // 503 may say when to come back (RFC 9110 §10.2.3); the page's own retry waits too.
-            _ if status == Status::SERVICE_UNAVAILABLE => {
-                response.with_header("Retry-After", RETRY_AFTER_SECS.to_string())
-            }
-            _ => response,
-        })
-    }
 }
 
-/// Sorts a failed read into "timed out" or "gone". With `set_read_timeout`, Linux reports a timeout
-/// as `WouldBlock` (EAGAIN) and other systems as `TimedOut`.
-fn read_failed(err: io::Error) -> RequestError {
-    match err.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => RequestError::TimedOut,
-        _ => RequestError::Closed,
-    }
-}
-
-/// One `read`, but giving up at `deadline`. The timeout is set before each read, so a client that
-/// sends one byte every few seconds ("slowloris") still runs out of time.
+/// One `read` from the client, giving up at `deadline` ([`wire::read_before`]): a failure means
+/// "timed out" or "gone".
 fn read_before(
     stream: &TcpStream,
     buf: &mut [u8],
     deadline: Instant,
 ) -> Result<usize, RequestError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(RequestError::TimedOut);
-    }
-    stream.set_read_timeout(Some(left)).map_err(read_failed)?;
-    let mut reader = stream;
-    loop {
-        match reader.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other.map_err(read_failed),
-        }
-    }
+    wire::read_before(stream, buf, deadline).map_err(|err| match Failure::of(&err) {
+        Failure::TimedOut => RequestError::TimedOut,
+        _ => RequestError::Closed,
+    })
 }
 
 /// Reads one request from a connection: the head, then the body if the route wants it. It owns
@@ -523,15 +417,16 @@ fn body_length(request: &Request) -> Result<usize, RequestError> {
         .map(|(_, value)| value.as_str());
     let length = match lengths.next() {
         None => 0,
-        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+        Some(v) => {
+            let length = wire::decimal(v)
+                .ok_or(RequestError::Malformed("Content-Length is not a number"))?;
             if lengths.any(|other| other != v) {
                 return Err(RequestError::Malformed(
                     "two different Content-Length headers",
                 ));
             }
-            v.parse::<usize>().unwrap_or(usize::MAX)
+            usize::try_from(length).unwrap_or(usize::MAX)
         }
-        Some(_) => return Err(RequestError::Malformed("Content-Length is not a number")),
     };
     if length > MAX_BODY_BYTES {
         return Err(RequestError::BodyTooLarge);
@@ -647,39 +542,29 @@ pub fn respond(stream: &TcpStream, request: &Request, response: &Response) {
     send_and_close(stream, &response.to_bytes(request.method != "HEAD"));
 }
 
-/// Answers a request that went wrong, logs why, and closes the connection. `request` is `None`
-/// when not even its head could be read.
+/// Answers a request that went wrong with `response` (its body says why), logs it, and closes
+/// the connection. `request` is `None` when not even its head could be read.
 pub fn answer_error(
     stream: &TcpStream,
     peer: SocketAddr,
     request: Option<&Request>,
-    err: &RequestError,
+    response: &Response,
 ) {
-    if let Some(bytes) = logged_error_response(peer, request, err) {
-        send_and_close(stream, &bytes);
-    }
+    send_and_close(stream, &logged_error(peer, request, response));
 }
 
-/// Logs an error response and returns its bytes, or `None` when the client is gone.
-pub fn logged_error_response(
-    peer: SocketAddr,
-    request: Option<&Request>,
-    err: &RequestError,
-) -> Option<Vec<u8>> {
-    let (status, reason) = err.status_and_reason()?;
-    log_error(peer, request, status, &reason);
-    Some(err.response()?.to_bytes(true))
-}
-
-/// One log line per error response: who, what they asked for, the status, and why. The path
-/// only, not the query: a query can carry a message, and messages do not belong in logs.
-fn log_error(peer: SocketAddr, request: Option<&Request>, status: Status, why: &str) {
+/// Logs an error response and returns its bytes. One log line per error response: who, what
+/// they asked for, the status, and why. The path only, not the query: a query can carry a
+/// message, and messages do not belong in logs.
+pub fn logged_error(peer: SocketAddr, request: Option<&Request>, response: &Response) -> Vec<u8> {
     let asked = match request {
         Some(request) => format!("{} {}", request.method, request.path()),
         None => "(no request read)".to_string(),
     };
-    let Status(code, reason) = status;
-    eprintln!("{peer} {asked}: {code} {reason}: {why}");
+    let Status(code, reason) = response.status;
+    let why = String::from_utf8_lossy(&response.body);
+    eprintln!("{peer} {asked}: {code} {reason}: {}", why.trim_end());
+    response.to_bytes(true)
 }
 
 /// Writes `bytes` and closes politely: first our sending side (`shutdown`), then we read and drop

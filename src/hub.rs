@@ -3,9 +3,9 @@
 //! Routes need only two things from the middle of the server:
 //! - [`Hub::broadcast`]: a message goes into the log (encoded once) and out to every client;
 //!   Node's `for (const res of clients) res.write(frame)`.
-//! - [`Hub::subscribe`]: a new `/events` stream takes a place (or hears "full", the 503), gets
-//!   what it missed, and joins the fan-out; its [`Subscription`] gives everything back when
-//!   dropped, like `res.on('close', () => clients.delete(res))`.
+//! - [`Hub::subscribe`]: a new `/events` stream is counted and joins the fan-out in one step
+//!   (or hears "full"); its first catch-up sends what it missed. Its [`Subscription`]
+//!   gives everything back when dropped, like `res.on('close', () => clients.delete(res))`.
 //!
 //! The fan-out is one of two ways, chosen once when the server starts: `--broadcast-writers 0`
 //! is the simple way (`simple_fanout.rs`), anything else the fast way (`fanout/writers.rs`).
@@ -17,28 +17,59 @@
 //! once per instance, not once per client.
 
 use std::convert::Infallible;
-use std::io::{self, Write};
+use std::fmt;
+use std::io;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use crate::clients::Closings;
 use crate::config::Config;
-use crate::event_log::{Broadcast, EventLog, HISTORY_LEN};
-use crate::fanout::writers::WriterFanout;
-use crate::http::RequestError;
+use crate::event_log::{EventLog, HISTORY_LEN};
+use crate::fanout::writers::{self, WriterFanout};
 use crate::redis::log::{RedisLog, Tail};
-use crate::simple_fanout::SimpleFanout;
+use crate::simple_fanout::{self, SimpleFanout};
 use crate::sync::lock;
 use crate::ticks::TickClock;
 
+/// Why the hub said no. (The routes turn each into a status: the hub knows nothing of HTTP.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HubError {
+    /// As many streams as [`Config::max_clients`] are open.
+    Full,
+    /// [`Hub::shutdown`] has begun: no new stream.
+    ShuttingDown,
+    /// The shared log (Redis) cannot be reached: nothing was broadcast.
+    LogUnavailable,
+}
+
+impl fmt::Display for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HubError::Full => "too many clients",
+            HubError::ShuttingDown => "shutting down",
+            HubError::LogUnavailable => "the shared log cannot be reached",
+        })
+    }
+}
+
 /// How broadcasts reach the sockets.
 enum Fanout {
-    /// Each connection thread writes its own (`--broadcast-writers 0`).
+    /// Each connection thread writes its own (`--broadcast-writers 0`, the default).
     Simple(SimpleFanout),
-    /// Writer threads write them (the default).
+    /// Writer threads write them (`--broadcast-writers N`).
     Writers(WriterFanout),
+}
+
+/// Who may come in. One lock, held by [`Hub::subscribe`] while a stream is counted and joins
+/// the fan-out, and by [`Hub::drop_streams`] and [`Hub::shutdown`] while they close every
+/// stream: so a counted stream is always in the fan-out, and a stream that comes in while a
+/// shutdown runs is refused or closed, never missed.
+#[derive(Default)]
+struct Door {
+    /// Open `/events` streams: the `clients` in `/send`'s answer, and what the cap limits.
+    open: usize,
+    stopping: bool,
 }
 
 /// The state every connection thread shares: log, fan-out, and the count of open streams.
@@ -49,15 +80,12 @@ pub struct Hub {
     shared: Option<RedisLog>,
     fanout: Fanout,
     clock: TickClock,
-    /// Open `/events` streams: the `clients` in `/send`'s answer, and what the cap limits.
-    clients: AtomicUsize,
+    door: Mutex<Door>,
     max_clients: usize,
-    /// The writer threads of the fast way, joined by [`Hub::shutdown`].
-    writers: Mutex<Vec<JoinHandle<()>>>,
-    /// Set by [`Hub::shutdown`]: the Redis tail thread returns, no new stream is admitted.
+    /// The writer threads and the Redis tail thread, joined by [`Hub::shutdown`].
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Set by [`Hub::shutdown`], for the Redis tail thread.
     stopping: AtomicBool,
-    /// Counts `POST /drop`s and shutdowns, for streams admitted but not yet in the fan-out.
-    closings: Closings,
 }
 
 impl Hub {
@@ -65,7 +93,9 @@ impl Hub {
     /// to Redis, its recent history copied, and a thread following it.
     ///
     /// # Errors
-    /// Redis cannot be reached (the message names the URL), or a thread could not be started.
+    /// A Redis URL that cannot be right (`InvalidInput`: a setting error); Redis cannot be
+    /// reached (the message names the URL); a thread could not be started (those already
+    /// started are stopped first).
     pub fn start(config: &Config) -> io::Result<Arc<Hub>> {
         let fanout = match config.broadcast_writers {
             0 => Fanout::Simple(SimpleFanout::new()),
@@ -75,7 +105,15 @@ impl Hub {
         let shared = match &config.redis {
             None => None,
             Some(url) => {
-                let redis = RedisLog::connect(url, &config.redis_key).map_err(io::Error::other)?;
+                let redis = RedisLog::connect(url, &config.redis_key).map_err(|e| {
+                    if e.is_bad_url() {
+                        // A setting error, like a bad port.
+                        let why = format!("--redis / REDIS_URL: {e}");
+                        io::Error::new(io::ErrorKind::InvalidInput, why)
+                    } else {
+                        io::Error::other(e)
+                    }
+                })?;
                 // The recent history first, so a browser reconnecting here can be replayed to.
                 for (id, message) in redis.history(HISTORY_LEN).map_err(io::Error::other)? {
                     log.append(id, &message);
@@ -88,17 +126,25 @@ impl Hub {
             shared,
             fanout,
             clock: TickClock::new(config.interval, config.keep_alive),
-            clients: AtomicUsize::new(0),
+            door: Mutex::default(),
             max_clients: config.max_clients,
-            writers: Mutex::default(),
+            threads: Mutex::default(),
             stopping: AtomicBool::new(false),
-            closings: Closings::default(),
         });
-        for index in 0..config.broadcast_writers {
-            let for_thread = Arc::clone(&hub);
+        if let Err(e) = hub.start_threads(config.broadcast_writers) {
+            hub.shutdown();
+            return Err(e);
+        }
+        Ok(hub)
+    }
+
+    /// Starts the writer threads (if any) and the Redis tail thread (with `--redis`).
+    fn start_threads(self: &Arc<Hub>, writers: usize) -> io::Result<()> {
+        for index in 0..writers {
+            let for_thread = Arc::clone(self);
             // Read here, not in the thread: a broadcast sent before the thread first runs must
             // still count as news to it.
-            let cursor = hub.log.last_id();
+            let cursor = self.log.last_id();
             let handle = thread::Builder::new()
                 .name(format!("writer-{index}"))
                 .spawn(move || {
@@ -106,16 +152,17 @@ impl Hub {
                         writers.run_writer(index, &for_thread.log, cursor);
                     }
                 })?;
-            lock(&hub.writers).push(handle);
+            lock(&self.threads).push(handle);
         }
-        if let Some(redis) = &hub.shared {
-            let tail = redis.tail(hub.log.last_id());
-            let for_thread = Arc::clone(&hub);
-            thread::Builder::new()
+        if let Some(redis) = &self.shared {
+            let tail = redis.tail(self.log.last_id());
+            let for_thread = Arc::clone(self);
+            let handle = thread::Builder::new()
                 .name("redis-tail".to_string())
                 .spawn(move || for_thread.follow(tail))?;
+            lock(&self.threads).push(handle);
         }
-        Ok(hub)
+        Ok(())
     }
 
     /// Broadcasts `message` to every `/events` client and returns its id: appended to the log
@@ -123,8 +170,8 @@ impl Hub {
     /// shared log; every instance's tail thread (this one's too) brings it back to its clients.
     ///
     /// # Errors
-    /// [`RequestError::LogUnavailable`] when Redis cannot be reached: nothing was broadcast.
-    pub fn broadcast(&self, message: &str) -> Result<u64, RequestError> {
+    /// [`HubError::LogUnavailable`] when Redis cannot be reached: nothing was broadcast.
+    pub fn broadcast(&self, message: &str) -> Result<u64, HubError> {
         match &self.shared {
             None => {
                 let id = self.log.publish(message);
@@ -133,7 +180,7 @@ impl Hub {
             }
             Some(redis) => redis.publish(message).map_err(|e| {
                 eprintln!("redis: cannot publish: {e}");
-                RequestError::LogUnavailable
+                HubError::LogUnavailable
             }),
         }
     }
@@ -147,8 +194,7 @@ impl Hub {
     }
 
     /// The Redis tail thread: copies each new shared broadcast into the local log, in id order,
-    /// and announces it, until [`Hub::shutdown`]. (It notices the shutdown within one
-    /// [`crate::redis::log::TAIL_WAIT`]; it is not waited for.)
+    /// and announces it, until [`Hub::shutdown`] (which wakes it and waits for it).
     fn follow(&self, mut tail: Tail) {
         while !self.stopping.load(Ordering::Acquire) {
             let entries = tail.wait();
@@ -163,25 +209,24 @@ impl Hub {
 
     /// Open `/events` streams right now.
     pub fn clients(&self) -> usize {
-        self.clients.load(Ordering::Acquire)
+        lock(&self.door).open
     }
 
-    /// A place for a new `/events` stream whose browser last saw `last_event_id`.
+    /// A new `/events` stream, whose browser last saw `last_event_id`, counted and in the
+    /// fan-out: its first catch-up replays what it missed.
     ///
     /// # Errors
-    /// [`RequestError::TooManyClients`] when [`Config::max_clients`] streams are open already;
-    /// [`RequestError::ShuttingDown`] once [`Hub::shutdown`] has begun.
-    pub fn subscribe(&self, last_event_id: Option<u64>) -> Result<Subscription<'_>, RequestError> {
-        if self.stopping.load(Ordering::Acquire) {
-            return Err(RequestError::ShuttingDown);
+    /// [`HubError::Full`] when [`Config::max_clients`] streams are open already;
+    /// [`HubError::ShuttingDown`] once [`Hub::shutdown`] has begun.
+    pub fn subscribe(&self, last_event_id: Option<u64>) -> Result<Subscription<'_>, HubError> {
+        let mut door = lock(&self.door);
+        if door.stopping {
+            return Err(HubError::ShuttingDown);
         }
-        let before = self
-            .clients
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_clients).then_some(n + 1)
-            })
-            .map_err(|_| RequestError::TooManyClients)?;
-        let (replay, mut cursor) = self.log.start(last_event_id);
+        if door.open >= self.max_clients {
+            return Err(HubError::Full);
+        }
+        let mut cursor = self.log.start(last_event_id);
         // With Redis, ids never start over, so a `Last-Event-ID` past this instance's newest is
         // one another instance has sent and the tail has yet to bring (it lags by a round trip,
         // or more while it reconnects). Live broadcasts start after it, or the browser would get
@@ -191,84 +236,97 @@ impl Hub {
                 cursor = k;
             }
         }
+        let member = match &self.fanout {
+            Fanout::Simple(simple) => Member::Simple(simple.join(cursor)),
+            Fanout::Writers(writers) => Member::Writers(writers.join(cursor, self.clock)),
+        };
+        door.open += 1;
         Ok(Subscription {
             hub: self,
-            replay,
-            cursor,
-            closings_seen: self.closings.seen(),
-            clients: before + 1,
-            counted: true,
+            member: Some(member),
+            clients: door.open,
         })
     }
 
     /// Ends every open stream at once (`POST /drop`); returns how many. Their browsers reconnect
     /// by themselves after `retry` ms, with `Last-Event-ID`.
     pub fn drop_streams(&self) -> usize {
-        // Counted first: a stream admitted but not yet in the fan-out sees it once it joins.
-        self.closings.count();
+        let _door = lock(&self.door);
+        self.close_streams()
+    }
+
+    fn close_streams(&self) -> usize {
         match &self.fanout {
             Fanout::Simple(simple) => simple.close_streams(),
             Fanout::Writers(writers) => writers.close_streams(),
         }
     }
 
-    /// Ends every stream and stops the writer threads (joined before this returns).
-    pub fn shutdown(&self) {
-        self.stopping.store(true, Ordering::Release);
-        self.drop_streams();
+    /// Ends every stream, refuses new ones, and stops the writer threads and the Redis tail
+    /// thread. Returns whether every thread it started ended cleanly (joined, none panicked).
+    pub fn shutdown(&self) -> bool {
+        {
+            let mut door = lock(&self.door);
+            door.stopping = true;
+            self.stopping.store(true, Ordering::Release);
+            self.close_streams();
+        }
         if let Fanout::Writers(writers) = &self.fanout {
             writers.stop();
         }
-        for handle in lock(&self.writers).drain(..) {
-            let _ = handle.join();
-        }
+        let threads: Vec<_> = lock(&self.threads).drain(..).collect();
+        // The tail may be sleeping before a retry: wake it (an `XREAD` ends within its wait).
+        threads.iter().for_each(|handle| handle.thread().unpark());
+        threads.into_iter().all(|handle| handle.join().is_ok())
     }
 }
 
-/// One open stream's place in the hub: counted in `clients` until dropped.
+/// A stream's place in the fan-out of either kind.
+enum Member<'a> {
+    Simple(simple_fanout::Member<'a>),
+    Writers(writers::Member<'a>),
+}
+
+/// One open stream's place in the hub: counted in `clients`, and in the fan-out, until dropped
+/// (Node's `clients.delete(res)` on `'close'`).
 pub struct Subscription<'a> {
     hub: &'a Hub,
-    /// Broadcasts the browser missed (after its `Last-Event-ID`), oldest first.
-    replay: Vec<Broadcast>,
-    /// The newest broadcast id when the stream started (or, with Redis, the browser's
-    /// `Last-Event-ID` if that is newer): live broadcasts are those after it.
-    cursor: u64,
-    /// The closings count when this stream was admitted (see [`Closings`]).
-    closings_seen: u64,
+    /// `None` once it has left.
+    member: Option<Member<'a>>,
     /// Open streams, this one included, when it was counted.
     pub clients: usize,
-    /// Still counted in `clients` (until [`Subscription::leave`] or drop).
-    counted: bool,
 }
 
 impl Subscription<'_> {
-    /// Writes the replay to `stream`, then serves it with the fan-out until a write fails (the
-    /// client left or stopped reading), it falls behind the history, or it is dropped. That error
-    /// is the only way out, hence `Infallible` for the `Ok` side.
+    /// Serves the stream on `stream` (its head written) with the fan-out: what the browser
+    /// missed, then ticks and live broadcasts, until a write fails (the client left or stopped
+    /// reading), it falls behind the history, or it is dropped. That error is the only way out,
+    /// hence `Infallible` for the `Ok` side.
     pub fn run(&mut self, stream: &Arc<TcpStream>) -> io::Result<Infallible> {
-        // Replay what a reconnecting client missed, oldest first, before any live broadcast.
-        for broadcast in std::mem::take(&mut self.replay) {
-            (&**stream).write_all(&broadcast.frame)?;
-        }
-        let hub = self.hub;
-        let closings = (&hub.closings, self.closings_seen);
-        match &hub.fanout {
-            Fanout::Simple(f) => f.serve(stream, self.cursor, &hub.log, hub.clock, closings),
-            Fanout::Writers(f) => f.serve(stream, self.cursor, &hub.log, hub.clock, closings),
+        let (log, clock) = (&self.hub.log, self.hub.clock);
+        match &mut self.member {
+            Some(Member::Simple(member)) => member.serve(stream, log, clock),
+            Some(Member::Writers(member)) => member.serve(stream, log),
+            None => Err(crate::clients::closed()),
         }
     }
 
     /// Gives the place back now; returns how many streams are still open.
     pub fn leave(mut self) -> usize {
-        self.counted = false;
-        self.hub.clients.fetch_sub(1, Ordering::AcqRel) - 1
+        self.leave_now()
+    }
+
+    fn leave_now(&mut self) -> usize {
+        let mut door = lock(&self.hub.door);
+        if self.member.take().is_some() {
+            door.open -= 1;
+        }
+        door.open
     }
 }
 
 impl Drop for Subscription<'_> {
     fn drop(&mut self) {
-        if self.counted {
-            self.hub.clients.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.leave_now();
     }
 }

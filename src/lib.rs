@@ -9,37 +9,61 @@
 //! 2. [`timestamp`]: RFC 3339 time for the tick events, and the HTTP `Date` format.
 //! 3. [`config`]: flags and environment variables.
 //! 4. [`sync`]: locks that survive a panicking thread.
-//! 5. [`http`]: reading a request and writing a response, by hand, with hard limits; every way a
-//!    request can go wrong, and its status.
-//! 6. [`urlencoded`]: `a=1&message=hi+there`, the format of query strings and HTML forms.
-//! 7. [`event_log`]: numbered broadcasts, encoded once, kept for replay.
-//! 8. [`ticks`]: each stream's `setInterval`: when to tick, when to send a keep-alive.
-//! 9. [`clients`]: who is connected: `clients.add(res)` and `clients.delete(res)`.
-//! 10. [`simple_fanout`]: how a broadcast reaches every socket: each connection thread writes its
+//! 5. [`wire`]: what HTTP, URLs and RESP share: decimal numbers, `host:port`, reads with a
+//!    deadline, what a failed socket call means.
+//! 6. [`http`]: reading a request and writing a response, by hand, with hard limits; every way a
+//!    request can break HTTP, and its status.
+//! 7. [`urlencoded`]: `a=1&message=hi+there`, the format of query strings and HTML forms.
+//! 8. [`event_log`]: numbered broadcasts, encoded once, kept for replay.
+//! 9. [`ticks`]: each stream's `setInterval`: when to tick, when to send a keep-alive.
+//! 10. [`clients`]: who is connected: `clients.add(res)` and `clients.delete(res)`.
+//! 11. [`simple_fanout`]: how a broadcast reaches every socket: each connection thread writes its
 //!     own.
-//! 11. [`hub`]: the log, the fan-out and the count of streams, behind `broadcast` and `subscribe`.
-//! 12. [`stream`]: `GET /events`, from the response head until the client leaves.
-//! 13. [`routes`]: `GET /`, `/send`, `POST /drop`, and the dispatch of every request.
-//! 14. [`server`]: the listening socket and one thread per connection.
+//! 12. [`hub`]: the log, the fan-out and the count of streams, behind `broadcast` and `subscribe`.
+//! 13. [`stream`]: `GET /events`, from the response head until the client leaves.
+//! 14. [`routes`]: `GET /`, `/send`, `POST /drop`, the dispatch of every request, and every
+//!     refusal with its status.
+//! 15. [`server`]: the listening socket and one thread per connection.
 //!
 //! # Part II, the wings
 //!
 //! Optional parts, each in its own folder. Part I names them at a few seams only: `hub` choosing
 //! the writer fan-out, `hub` using the shared log, `routes` calling the classroom wing (the
-//! origin rule, the `Host` check, the lab), and `main` printing the classroom addresses and
-//! checking the Redis URL.
+//! origin rule, the `Host` check, the lab), and `main` printing the classroom addresses.
 //!
-//! 15. [`fanout::writers`]: the fast fan-out: a few writer threads write broadcasts and ticks to
+//! 16. [`fanout::writers`]: the fast fan-out: a few writer threads write broadcasts and ticks to
 //!     every socket (`--broadcast-writers N`).
-//! 16. [`redis::resp`]: RESP, the protocol Redis speaks: commands out, replies in, by hand.
-//! 17. [`redis::log`]: the event log shared by several instances, kept in a Redis stream.
-//! 18. [`classroom::origin`]: refusing `/send` and `/drop` from other sites' pages (403).
-//! 19. [`classroom::interfaces`]: the addresses printed for `--host 0.0.0.0`.
-//! 20. [`classroom::host`]: refusing requests for a name that is not this server's (DNS
+//! 17. [`redis::resp`]: RESP, the protocol Redis speaks: commands out, replies in, by hand.
+//! 18. [`redis::log`]: the event log shared by several instances, kept in a Redis stream.
+//! 19. [`classroom::origin`]: refusing `/send` and `/drop` from other sites' pages (403).
+//! 20. [`classroom::interfaces`]: the addresses printed for `--host 0.0.0.0`.
+//! 21. [`classroom::host`]: refusing requests for a name that is not this server's (DNS
 //!     rebinding, 403).
-//! 21. [`classroom::lab`]: `GET /lab`, any bytes for the student's own browser to read.
+//! 22. [`classroom::lab`]: `GET /lab`, any bytes for the student's own browser to read.
 //!
 //! `main.rs` only wires these together. Tests start a [`Server`] on port 0 in-process.
+//!
+//! # The class hour
+//!
+//! The spine: the functions a teacher walks through, in order, for `GET /events` and `/send` in
+//! the default mode. README.md's "Walk through the code in class" has the same list.
+//!
+//! - `src/server.rs` `Server::run`, `Server::serve`: accept, and a thread per connection.
+//! - `src/routes.rs` `handle_connection`, `route`: read the request, pick the route.
+//! - `src/http.rs` `RequestReader::read_request`: the head, by hand, within limits.
+//! - `src/stream.rs` `serve_events`, `write_stream`: the response head, a comment, `retry`.
+//! - `src/hub.rs` `Hub::subscribe`: counted and in the fan-out, in one step.
+//! - `src/event_log.rs` `EventLog::start`: where a stream starts (`Last-Event-ID`).
+//! - `src/simple_fanout.rs` `SimpleFanout::join`, `Member::serve`: the stream's loop.
+//! - `src/clients.rs` `catch_up`: every broadcast after the cursor (first, the replay).
+//! - `src/event_log.rs` `EventLog::after`: the frames after a cursor.
+//! - `src/ticks.rs` `StreamTimer::frame_due`: Node's `setInterval`.
+//! - `src/sse.rs` `tick_frame`: the tick on the wire.
+//! - `src/routes.rs` `send_message`: `/send`, from the query or the body.
+//! - `src/hub.rs` `Hub::broadcast`: into the log, then wake the streams.
+//! - `src/event_log.rs` `EventLog::publish`: the next id, the frame encoded once.
+//! - `src/sse.rs` `message_frame`: a message on the wire, line by line.
+//! - `src/simple_fanout.rs` `SimpleFanout::announce`: wake every stream's thread.
 
 pub mod clients;
 pub mod config;
@@ -55,6 +79,7 @@ pub mod sync;
 pub mod ticks;
 pub mod timestamp;
 pub mod urlencoded;
+pub mod wire;
 
 pub mod classroom;
 pub mod fanout;

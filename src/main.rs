@@ -1,11 +1,10 @@
 //! `cargo run`: read the settings, bind, print where we listen, serve forever.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use sse_server::classroom::interfaces;
 use sse_server::config::{self, Command, Config};
-use sse_server::redis::resp;
 use sse_server::Server;
 
 fn main() -> ExitCode {
@@ -22,15 +21,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // A Redis URL that cannot be right is a setting error, like a bad port.
-    if let Some(Err(err)) = config.redis.as_deref().map(resp::Url::parse) {
-        eprintln!("error: --redis / REDIS_URL: {err}\n{}", config::SEE_HELP);
-        return ExitCode::from(2);
-    }
     let config_for_warnings = config.clone();
     let host = config.host.clone();
     let server = match Server::bind(config) {
         Ok(server) => server,
+        // A setting that cannot be right (a bad Redis URL), like a bad port: exit 2.
+        Err(err) if err.kind() == io::ErrorKind::InvalidInput => {
+            eprintln!("error: {err}\n{}", config::SEE_HELP);
+            return ExitCode::from(2);
+        }
         Err(err) => {
             eprintln!("error: {err}");
             if err.kind() == std::io::ErrorKind::AddrInUse {

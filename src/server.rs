@@ -8,15 +8,17 @@
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::Config;
-use crate::http::{self, RequestError};
+use crate::http;
 use crate::hub::Hub;
-use crate::routes;
+use crate::routes::{self, Refusal};
+use crate::sync::lock;
+use crate::wire;
 
 /// Stack size of each connection thread. Rust's default is 2 MiB of address space; a connection
 /// needs a few KiB, and only the pages it touches use memory.
@@ -38,7 +40,7 @@ pub struct Server {
     config: Arc<Config>,
     hub: Arc<Hub>,
     /// Connection threads alive, streams or not.
-    connections: Arc<AtomicUsize>,
+    connections: Arc<Connections>,
     /// Set by [`ServerHandle::shutdown`]: the accept loop returns.
     stopping: Arc<AtomicBool>,
 }
@@ -78,13 +80,8 @@ impl Server {
     /// `http://HOST:PORT/` for the startup line: the host as configured, the port as bound (the
     /// real one when port 0 was asked for). An IPv6 address goes in brackets, as in a URL.
     pub fn url(&self) -> String {
-        let host = &self.config.host;
-        let port = self.local_addr().port();
-        if host.contains(':') {
-            format!("http://[{host}]:{port}/")
-        } else {
-            format!("http://{host}:{port}/")
-        }
+        let authority = wire::host_port(&self.config.host, self.local_addr().port());
+        format!("http://{authority}/")
     }
 
     /// The hub (tests read the client count from it and broadcast through it).
@@ -135,7 +132,7 @@ impl Server {
     fn serve(&self, stream: TcpStream, peer: SocketAddr) {
         let guard = ConnectionGuard::enter(&self.connections);
         if guard.count > self.config.max_connections() {
-            return turn_away(&stream, peer, &RequestError::TooManyConnections);
+            return turn_away(&stream, peer, &Refusal::TooManyConnections);
         }
         static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
         let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
@@ -149,13 +146,16 @@ impl Server {
             .stack_size(THREAD_STACK_BYTES)
             .spawn(move || {
                 let _guard = guard;
-                set_up_socket(&for_thread, &config);
-                routes::handle_connection(&for_thread, peer, &config, &hub);
+                match set_up_socket(&for_thread, &config) {
+                    Ok(()) => routes::handle_connection(&for_thread, peer, &config, &hub),
+                    // Served without its write timeout, a client could hold a write forever.
+                    Err(e) => eprintln!("{peer}: cannot set up the socket ({e}); closed"),
+                }
             });
         // `Builder::spawn` returns an error (where `thread::spawn` would panic) when the system
         // has no thread left to give.
         if let Err(e) = spawned {
-            turn_away(&stream, peer, &RequestError::NoThread(e.to_string()));
+            turn_away(&stream, peer, &Refusal::NoThread(e.to_string()));
         }
     }
 }
@@ -170,16 +170,21 @@ impl Server {
 /// - **Every frame leaves at once.** Nagle's algorithm would hold a small write back while an
 ///   earlier packet waits for its ACK; `nodelay` turns it off.
 /// - Reads get their timeout from the request's deadline (`http.rs`).
-fn set_up_socket(stream: &TcpStream, config: &Config) {
-    let _ = stream.set_write_timeout(Some(config.write_timeout));
+///
+/// # Errors
+/// The write timeout cannot be set: the connection is not served. (Without `nodelay` frames
+/// only leave a little later, so that one may fail.)
+fn set_up_socket(stream: &TcpStream, config: &Config) -> io::Result<()> {
+    stream.set_write_timeout(Some(config.write_timeout))?;
     let _ = stream.set_nodelay(true);
+    Ok(())
 }
 
 /// Stops a running server: see [`ServerHandle::shutdown`].
 pub struct ServerHandle {
     addr: SocketAddr,
     hub: Arc<Hub>,
-    connections: Arc<AtomicUsize>,
+    connections: Arc<Connections>,
     stopping: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
 }
@@ -195,11 +200,14 @@ impl ServerHandle {
         &self.hub
     }
 
-    /// Stops accepting, ends every stream, joins the writer threads, and waits (at most
+    /// Stops accepting, ends every stream, joins the hub's threads, and waits (at most
     /// [`SHUTDOWN_WAIT`]) for the connection threads to end. Also done on drop.
-    pub fn shutdown(&mut self) {
+    ///
+    /// Returns whether it drained: every stream closed, every thread joined, no connection left.
+    /// (A connection still sending its request holds on until its deadline, `head_timeout`.)
+    pub fn shutdown(&mut self) -> bool {
         let Some(accept) = self.accept.take() else {
-            return;
+            return self.connections.count() == 0 && self.hub.clients() == 0;
         };
         self.stopping.store(true, Ordering::Release);
         // `accept()` blocks; one connection of our own wakes it to see the flag.
@@ -212,12 +220,10 @@ impl ServerHandle {
             });
         }
         let _ = TcpStream::connect_timeout(&wake, SHUTDOWN_WAIT);
-        let _ = accept.join();
-        self.hub.shutdown();
-        let deadline = Instant::now() + SHUTDOWN_WAIT;
-        while self.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(5));
-        }
+        let accepted = accept.join().is_ok();
+        let joined = self.hub.shutdown();
+        let connections_ended = self.connections.wait_for_none(SHUTDOWN_WAIT);
+        accepted && joined && connections_ended && self.hub.clients() == 0
     }
 }
 
@@ -262,32 +268,62 @@ pub fn capacity_warnings(config: &Config) -> Vec<String> {
 
 /// Answers 503 without a thread of its own: the socket is switched to non-blocking so the accept
 /// loop never waits on this client; a short response fits in the socket's send buffer.
-fn turn_away(stream: &TcpStream, peer: SocketAddr, err: &RequestError) {
-    if let Some(bytes) = http::logged_error_response(peer, None, err) {
+fn turn_away(stream: &TcpStream, peer: SocketAddr, why: &Refusal) {
+    if let Some(response) = why.response() {
+        let bytes = http::logged_error(peer, None, &response);
         let _ = stream.set_nonblocking(true);
         let _ = (&*stream).write_all(&bytes);
     }
 }
 
+/// The count of connection threads alive, which a shutdown waits to see reach 0.
+#[derive(Default)]
+struct Connections {
+    count: Mutex<usize>,
+    /// Notified when the count reaches 0.
+    none_left: Condvar,
+}
+
+impl Connections {
+    fn count(&self) -> usize {
+        *lock(&self.count)
+    }
+
+    /// Waits until no connection is left, for at most `limit`; returns whether none is.
+    fn wait_for_none(&self, limit: Duration) -> bool {
+        let count = lock(&self.count);
+        let (count, _) = self
+            .none_left
+            .wait_timeout_while(count, limit, |count| *count > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        *count == 0
+    }
+}
+
 /// Counts a connection while it lives; dropping it (when the thread ends) uncounts it.
 struct ConnectionGuard {
-    connections: Arc<AtomicUsize>,
+    connections: Arc<Connections>,
     /// The number of connections, this one included, when it was counted.
     count: usize,
 }
 
 impl ConnectionGuard {
-    fn enter(connections: &Arc<AtomicUsize>) -> ConnectionGuard {
-        let count = connections.fetch_add(1, Ordering::AcqRel) + 1;
+    fn enter(connections: &Arc<Connections>) -> ConnectionGuard {
+        let mut count = lock(&connections.count);
+        *count += 1;
         ConnectionGuard {
             connections: Arc::clone(connections),
-            count,
+            count: *count,
         }
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.connections.fetch_sub(1, Ordering::AcqRel);
+        let mut count = lock(&self.connections.count);
+        *count -= 1;
+        if *count == 0 {
+            self.connections.none_left.notify_all();
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! res.write(frame)`, and each stream has its own `setInterval(() => res.write(tick), 1000)`.
 //! Here the sender only appends the frame to the log and *wakes* every connection thread
 //! ([`SimpleFanout::announce`]); each thread then copies what it has not had yet from the log to
-//! its own socket, and writes its tick when the timer says so ([`SimpleFanout::serve`]).
+//! its own socket, and writes its tick when the timer says so ([`Member::serve`]).
 //!
 //! A write blocks only the thread that makes it, so a stuck client never delays the others. The
 //! price: two thread switches per client per broadcast, which at 10,000 clients on two cores is
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use crate::clients::{fell_behind, Client, Closings, Roster};
+use crate::clients::{catch_up, Client, Place, Roster};
 use crate::event_log::EventLog;
 use crate::ticks::{StreamTimer, TickClock};
 
@@ -46,48 +46,54 @@ impl SimpleFanout {
 
     /// Ends every stream now (`POST /drop`); returns how many there were.
     pub fn close_streams(&self) -> usize {
-        let mut closed = 0;
-        self.clients.each(|client| {
-            client.close_stream();
-            closed += 1;
-        });
-        closed
+        self.clients.close_streams()
     }
 
-    /// The connection thread's loop for one stream, from `cursor` (the id of the last broadcast
-    /// it has) on: sleep until the next tick or until woken, write every broadcast after the
-    /// cursor, write the tick if it is due. Ends only with an error: the first failed write, a
-    /// `POST /drop` (also one since `closings` was `seen`), or falling behind the history.
+    /// Node's `clients.add(res)`, for the calling thread, whose stream has every broadcast up to
+    /// `cursor`. The returned [`Member`] is the `clients.delete(res)` when dropped.
+    pub fn join(&self, cursor: u64) -> Member<'_> {
+        let client = Arc::new(Client::new());
+        Member {
+            _place: self.clients.join(Arc::clone(&client)),
+            client,
+            cursor,
+        }
+    }
+}
+
+/// One stream in the simple fan-out, served by its own thread.
+pub struct Member<'a> {
+    client: Arc<Client>,
+    /// The id of the last broadcast this stream has.
+    cursor: u64,
+    /// In the roster until dropped.
+    _place: Place<'a, Client>,
+}
+
+impl Member<'_> {
+    /// The connection thread's loop: write every broadcast after the cursor (the first time, the
+    /// replay of what the browser missed), write the tick if it is due, sleep until the next tick
+    /// or until woken. Ends only with an error: the first failed write, a `POST /drop`, or falling
+    /// behind the history.
     pub fn serve(
-        &self,
+        &mut self,
         stream: &Arc<TcpStream>,
-        mut cursor: u64,
         log: &EventLog,
         clock: TickClock,
-        (closings, seen): (&Closings, u64),
     ) -> io::Result<Infallible> {
-        // Node: `clients.add(res)`; `_place` is the `clients.delete(res)` when this returns.
-        let client = Arc::new(Client::new(Arc::clone(stream)));
-        let _place = self.clients.join(Arc::clone(&client));
-        closings.check_since(seen)?;
+        let client = Arc::clone(&self.client);
+        client.attach(stream)?;
         let mut out = &**stream;
         let mut timer = StreamTimer::new(clock, Instant::now());
         let mut news = Vec::new();
         loop {
             client.check_closed()?;
             // Node's `res.write(frame)` from the broadcast loop, done by this client's thread.
-            news.clear();
-            let catch_up = log.after(cursor, &mut news);
-            if catch_up.lost > 0 {
-                return Err(fell_behind(catch_up.lost));
-            }
-            for broadcast in &news {
-                out.write_all(&broadcast.frame)?;
-            }
-            // Never back: a stream may start past the log's newest (see `Hub::subscribe`).
-            cursor = cursor.max(catch_up.last_id);
+            let wrote = catch_up(log, &mut self.cursor, &mut news, |frame| {
+                out.write_all(frame)
+            })?;
             let now = Instant::now();
-            if !news.is_empty() {
+            if wrote {
                 timer.wrote(now);
             }
             // Node's `setInterval` callback: the tick (or a keep-alive comment) when it is time.

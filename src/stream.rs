@@ -22,8 +22,9 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 
 use crate::http::{self, Request, Status};
-use crate::hub::{Hub, Subscription};
+use crate::hub::{Hub, HubError, Subscription};
 use crate::sse;
+use crate::wire::{self, Failure};
 
 /// The headers of an event stream, after `Date`:
 ///
@@ -47,19 +48,20 @@ pub const EVENT_STREAM_HEADERS: [(&str, &str); 4] = [
 ];
 
 /// `GET /events`: the event stream. Runs until the client goes away (or is dropped).
-pub fn serve_events(stream: &Arc<TcpStream>, peer: SocketAddr, request: &Request, hub: &Hub) {
+///
+/// # Errors
+/// The hub has no place for the stream (nothing was written: the routes answer 503).
+pub fn serve_events(
+    stream: &Arc<TcpStream>,
+    peer: SocketAddr,
+    request: &Request,
+    hub: &Hub,
+) -> Result<(), HubError> {
     // A reconnecting browser sends the id of the last event it saw. Anything but a plain decimal
     // number is ignored and the stream starts live.
-    let last_event_id = request
-        .header("last-event-id")
-        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|v| v.parse::<u64>().ok());
+    let last_event_id = request.header("last-event-id").and_then(wire::decimal);
     // Node: `clients.add(res)`. The place is given back when the subscription ends.
-    let mut subscription = match hub.subscribe(last_event_id) {
-        Ok(subscription) => subscription,
-        // A browser gives up on a non-200 answer for good; the page itself retries later.
-        Err(err) => return http::answer_error(stream, peer, Some(request), &err),
-    };
+    let mut subscription = hub.subscribe(last_event_id)?;
     eprintln!(
         "{peer} connected to /events (clients: {})",
         subscription.clients
@@ -72,14 +74,13 @@ pub fn serve_events(stream: &Arc<TcpStream>, peer: SocketAddr, request: &Request
     // Closed now, both ways: a writer thread may hold the socket a little longer (until the
     // client's next due tick), and the browser should see the end at once.
     let _ = stream.shutdown(Shutdown::Both);
-    let why = match err.kind() {
-        io::ErrorKind::BrokenPipe => "closed".to_string(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => "reset".to_string(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "timed out".to_string(),
-        _ => err.to_string(),
+    let why = match Failure::of(&err) {
+        Failure::Other => err.to_string(),
+        failure => failure.to_string(),
     };
     let left = subscription.leave();
     eprintln!("{peer} left /events: {why} (clients: {left})");
+    Ok(())
 }
 
 /// Writes the stream: head, the opening comment, `retry`, then whatever the subscription sends

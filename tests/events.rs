@@ -126,12 +126,23 @@ fn ticks_keep_the_interval_on_average() {
     {
         let server = server_with_writers(writers, interval_ms);
         let mut events = EventStream::open(server.addr, &[]);
-        let times: Vec<i64> = (0..count)
-            .map(|_| millis_of_day(&events.next_event(PROMPTLY).expect("a tick").data))
-            .collect();
-        let span = (times[count - 1] - times[0]).rem_euclid(86_400_000);
-        let average = span as f64 / (count - 1) as f64;
         let interval = interval_ms as f64;
+        // A tick written more than an interval late restarts the schedule from then, by design
+        // (no burst of late ticks): a busy machine can cause that, and then the average says
+        // nothing about drift. So the average is taken over a run of ticks without one.
+        let mut runs = 0;
+        let average = loop {
+            runs += 1;
+            assert!(runs <= 10, "no run of {count} ticks without a late one");
+            let times: Vec<i64> = (0..count)
+                .map(|_| millis_of_day(&events.next_event(PROMPTLY).expect("a tick").data))
+                .collect();
+            let gap = |pair: &[i64]| (pair[1] - pair[0]).rem_euclid(86_400_000) as f64;
+            if times.windows(2).all(|pair| gap(pair) < 2.0 * interval) {
+                let span = gap(&[times[0], times[count - 1]]);
+                break span / (count - 1) as f64;
+            }
+        };
         // The server's own timestamps: on average one interval apart, give or take a little.
         assert!(
             (0.9 * interval..=1.25 * interval).contains(&average),
@@ -735,12 +746,14 @@ fn a_broadcast_postpones_the_keep_alive() {
     for writers in FANOUT_MODES {
         let server = server_with_keep_alive(writers, NO_TICK_MS, 400);
         let mut events = EventStream::open(server.addr, &[]);
+        // The news comes partway through the quiet time (the wait only sets the scene).
         thread::sleep(Duration::from_millis(250));
-        server.send("news");
         let sent = Instant::now();
-        assert!(events.wait_for_raw(b": keep-alive\n", PROMPTLY));
+        server.send("news");
+        // The next keep-alive comes right after the news, and a full 400 ms after it.
+        assert!(events.wait_for_raw(b"data: news\n\n: keep-alive\n", PROMPTLY));
         assert!(
-            sent.elapsed() >= Duration::from_millis(350),
+            sent.elapsed() >= Duration::from_millis(400),
             "writers {writers}: keep-alive only after 400 ms with nothing written"
         );
     }

@@ -341,8 +341,8 @@ fn a_type_with_cr_or_lf_is_400() {
 #[test]
 fn other_methods_are_405() {
     let server = server();
-    let raw =
-        server.raw(b"POST /lab?bytes=x&run=a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+    let raw = server
+        .raw(b"POST /lab?bytes=x&run=a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(common::status_of(&raw), 405);
     assert!(raw.contains("\r\nAllow: GET\r\n"), "{raw}");
 }

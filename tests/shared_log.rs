@@ -18,7 +18,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -298,6 +298,8 @@ fn a_browser_reconnecting_to_the_other_instance_with_last_event_id_gets_exactly_
 struct Relay {
     addr: SocketAddr,
     held: Arc<AtomicBool>,
+    /// Reads under way in the held direction.
+    reading: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -308,9 +310,11 @@ impl Relay {
         let relay = Relay {
             addr: listener.local_addr().unwrap(),
             held: Arc::default(),
+            reading: Arc::default(),
             stop: Arc::default(),
         };
         let (held, stop) = (Arc::clone(&relay.held), Arc::clone(&relay.stop));
+        let reading = Arc::clone(&relay.reading);
         thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 let Ok((instance, _)) = listener.accept() else {
@@ -321,16 +325,21 @@ impl Relay {
                 let Ok(redis) = TcpStream::connect(("127.0.0.1", redis_port)) else {
                     continue; // the instance sees a close
                 };
-                let never = Arc::new(AtomicBool::new(false));
-                for (from, to, held) in [
-                    (instance.try_clone(), redis.try_clone(), never),
-                    (redis.try_clone(), instance.try_clone(), Arc::clone(&held)),
+                let (never, uncounted) = (Arc::default(), Arc::default());
+                for (from, to, held, reading) in [
+                    (instance.try_clone(), redis.try_clone(), never, uncounted),
+                    (
+                        redis.try_clone(),
+                        instance.try_clone(),
+                        Arc::clone(&held),
+                        Arc::clone(&reading),
+                    ),
                 ] {
                     let (Ok(from), Ok(to)) = (from, to) else {
                         continue;
                     };
                     let stop = Arc::clone(&stop);
-                    thread::spawn(move || pump(from, to, &held, &stop));
+                    thread::spawn(move || pump(from, to, &held, &reading, &stop));
                 }
             }
         });
@@ -342,10 +351,14 @@ impl Relay {
     }
 
     /// From now on, what Redis sends waits in the relay (unread, in the kernel's buffers).
-    /// Returns once any read under way has ended (reads wait at most [`PUMP_READ_WAIT`]).
+    /// Returns once no read is under way (reads wait at most [`PUMP_READ_WAIT`]).
     fn hold(&self) {
         self.held.store(true, Ordering::SeqCst);
-        thread::sleep(5 * PUMP_READ_WAIT);
+        let deadline = Instant::now() + PROMPTLY;
+        while self.reading.load(Ordering::SeqCst) > 0 {
+            assert!(Instant::now() < deadline, "the relay's reads end");
+            thread::sleep(PUMP_READ_WAIT / 2);
+        }
     }
 
     fn release(&self) {
@@ -363,24 +376,35 @@ impl Drop for Relay {
 const PUMP_READ_WAIT: Duration = Duration::from_millis(10);
 
 /// Copies bytes `from` → `to` except while `held`, until either side closes or `stop`.
-fn pump(mut from: TcpStream, mut to: TcpStream, held: &AtomicBool, stop: &AtomicBool) {
+/// `reading` counts it while it reads (and forwards): counted *before* it looks at `held`, so
+/// that once [`Relay::hold`] has seen the count at 0, nothing more goes through.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    held: &AtomicBool,
+    reading: &AtomicUsize,
+    stop: &AtomicBool,
+) {
     let _ = from.set_read_timeout(Some(PUMP_READ_WAIT));
     let mut buf = [0u8; 16 * 1024];
     while !stop.load(Ordering::SeqCst) {
+        reading.fetch_add(1, Ordering::SeqCst);
         if held.load(Ordering::SeqCst) {
+            reading.fetch_sub(1, Ordering::SeqCst);
             thread::sleep(Duration::from_millis(5));
             continue;
         }
-        match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut) => {}
-            Err(_) => break,
+        let forwarded = match from.read(&mut buf) {
+            Ok(0) => false,
+            Ok(n) => to.write_all(&buf[..n]).is_ok(),
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        reading.fetch_sub(1, Ordering::SeqCst);
+        if !forwarded {
+            break;
         }
     }
     let _ = to.shutdown(Shutdown::Both);
@@ -389,17 +413,17 @@ fn pump(mut from: TcpStream, mut to: TcpStream, held: &AtomicBool, stop: &Atomic
 
 #[test]
 fn a_browser_reconnecting_to_an_instance_that_lags_behind_gets_no_broadcast_twice() {
-    reconnecting_to_a_lagging_instance(None);
+    reconnecting_to_a_lagging_instance(2);
 }
 
 #[test]
 fn a_browser_reconnecting_to_an_instance_that_lags_behind_gets_no_broadcast_twice_simple_fanout() {
-    reconnecting_to_a_lagging_instance(Some(0));
+    reconnecting_to_a_lagging_instance(0);
 }
 
 /// A browser holding id 3 from A reconnects to B, whose copy of the log is still at 1; then B
-/// catches up. `broadcast_writers`: the fan-out of B (`Some(0)`: the simple one).
-fn reconnecting_to_a_lagging_instance(broadcast_writers: Option<usize>) {
+/// catches up. `writers`: the fan-out of B (0: the simple one).
+fn reconnecting_to_a_lagging_instance(writers: usize) {
     let Some(redis) = Redis::start() else { return };
     let relay = Relay::start(redis.port);
     let a = instance(&redis.url(), "sse", QUIET_TICK);
@@ -407,9 +431,7 @@ fn reconnecting_to_a_lagging_instance(broadcast_writers: Option<usize>) {
     let b = TestServer::start(move |c| {
         c.redis = Some(url);
         c.interval = QUIET_TICK;
-        if let Some(writers) = broadcast_writers {
-            c.broadcast_writers = writers;
-        }
+        c.broadcast_writers = writers;
     });
     // B is in step to begin with: its client gets A's broadcast.
     let mut on_b = open(&b, None);
@@ -926,8 +948,9 @@ impl Cluster {
         }
     }
 
-    /// Reads what the script prints until the nginx address: the instances' addresses.
-    fn instances(&mut self, https_port: u16, within: Duration) -> Vec<SocketAddr> {
+    /// Reads what the script prints until the nginx address: the instances' addresses; or, if
+    /// the script ends first, what it said.
+    fn instances(&mut self, https_port: u16, within: Duration) -> Result<Vec<SocketAddr>, String> {
         let deadline = Instant::now() + within;
         let nginx = format!("https://127.0.0.1:{https_port}/");
         let mut instances = Vec::new();
@@ -938,7 +961,10 @@ impl Cluster {
             {
                 Ok(line) => line,
                 Err(RecvTimeoutError::Timeout) => panic!("no {nginx} within {within:?}: {self}"),
-                Err(RecvTimeoutError::Disconnected) => panic!("the script ended: {self}"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.child.wait(); // its stderr is complete
+                    return Err(format!("the script ended: {self}"));
+                }
             };
             self.printed.push(line.clone());
             // "    instance 2: http://127.0.0.1:PORT/"
@@ -952,7 +978,7 @@ impl Cluster {
                 instances.push(addr);
             }
             if line.trim() == nginx.as_str() || line.trim().starts_with(&nginx) {
-                return instances;
+                return Ok(instances);
             }
         }
     }
@@ -1006,11 +1032,21 @@ impl Drop for Cluster {
 fn through_the_cluster_script_a_message_sent_to_instance_1_reaches_streams_via_instance_2_and_nginx(
 ) {
     let Some(curl) = cluster_tools() else { return };
-    let (https_port, redis_port) = (free_port(), free_port());
     let started = Instant::now();
-    let mut cluster = Cluster::start(https_port, redis_port);
-    // It builds the release binary first: minutes from scratch on a small machine.
-    let instances = cluster.instances(https_port, Duration::from_secs(900));
+    // The ports are free when picked, but another program may take one before the script binds
+    // it; the script then stops and says so, and is started again on other ports.
+    let mut attempts = 0;
+    let (mut cluster, instances, https_port) = loop {
+        attempts += 1;
+        let (https_port, redis_port) = (free_port(), free_port());
+        let mut cluster = Cluster::start(https_port, redis_port);
+        // It builds the release binary first: minutes from scratch on a small machine.
+        match cluster.instances(https_port, Duration::from_secs(900)) {
+            Ok(instances) => break (cluster, instances, https_port),
+            Err(why) if attempts < 3 && why.contains(" taken?") => eprintln!("again: {why}"),
+            Err(why) => panic!("{why}"),
+        }
+    };
     let ready_after = started.elapsed();
     assert_eq!(instances.len(), 3, "three instances by default: {cluster}");
 

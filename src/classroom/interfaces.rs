@@ -24,6 +24,8 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::wire;
+
 /// The IPv4 routing tables, in which this machine's own addresses are `host LOCAL` leaves.
 pub const FIB_TRIE: &str = "/proc/net/fib_trie";
 /// This machine's IPv6 addresses, one a line.
@@ -103,10 +105,7 @@ pub fn usable_from_another_machine(addr: IpAddr) -> bool {
 
 /// `http://ADDR:PORT/`, with an IPv6 address in brackets, as a URL needs it.
 pub fn url(addr: IpAddr, port: u16) -> String {
-    match addr {
-        IpAddr::V4(v4) => format!("http://{v4}:{port}/"),
-        IpAddr::V6(v6) => format!("http://[{v6}]:{port}/"),
-    }
+    format!("http://{}/", wire::host_port(addr, port))
 }
 
 /// The lines to print after the startup line, for a server bound to `host` on `port`, given the

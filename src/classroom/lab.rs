@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::http::{self, Request, Response, Status};
-use crate::hub::Hub;
+use crate::hub::{Hub, HubError};
 use crate::sse;
 use crate::sync::lock;
 use crate::urlencoded::{self, Plus};
@@ -292,7 +292,15 @@ impl Runs {
 static RUNS: Mutex<Runs> = Mutex::new(Runs::new());
 
 /// `GET /lab`: checks the query, takes a place under the client cap, and answers the run's turn.
-pub fn serve_lab(stream: &Arc<TcpStream>, peer: SocketAddr, request: &Request, hub: &Hub) {
+///
+/// # Errors
+/// The hub refused a place (full, or shutting down): the route answers 503, as for `/events`.
+pub fn serve_lab(
+    stream: &Arc<TcpStream>,
+    peer: SocketAddr,
+    request: &Request,
+    hub: &Hub,
+) -> Result<(), HubError> {
     let query = request.query().unwrap_or_default();
     let lab = match parse_query(query.as_bytes()) {
         Ok(lab) => lab,
@@ -303,17 +311,15 @@ pub fn serve_lab(stream: &Arc<TcpStream>, peer: SocketAddr, request: &Request, h
                 "{peer} GET /lab: {code}: {}",
                 String::from_utf8_lossy(&response.body).trim_end()
             );
-            return http::respond(stream, request, &response);
+            http::respond(stream, request, &response);
+            return Ok(());
         }
     };
     // A lab stream is a stream like `/events`: it counts against the client cap while it lasts
     // (the hub's 503 otherwise). The place is given back when `_place` drops. It is taken before
     // the run's turn is counted, so a 503 uses up nothing (even a later request, due a 204, gets
     // the 503 when the server is full: either way the browser stops).
-    let _place = match hub.subscribe(None) {
-        Ok(place) => place,
-        Err(err) => return http::answer_error(stream, peer, Some(request), &err),
-    };
+    let _place = hub.subscribe(None)?;
     let turn = lock(&RUNS).next_turn(&lab.run, Instant::now());
     let run = &lab.run;
     let answer = match turn {
@@ -344,6 +350,7 @@ pub fn serve_lab(stream: &Arc<TcpStream>, peer: SocketAddr, request: &Request, h
     }
     // The end of the answer: the browser sees the connection close, as when a stream drops.
     let _ = stream.shutdown(Shutdown::Both);
+    Ok(())
 }
 
 /// The first answer of a run: the status and type asked for, the lab's headers, the bytes.

@@ -31,6 +31,7 @@
 //! `POST` is the way a page sends.
 
 use crate::http::Request;
+use crate::wire;
 
 /// `Sec-Fetch-Site: cross-site`: a page of another site.
 pub const CROSS_SITE: &str =
@@ -115,8 +116,7 @@ fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
     };
     let port = match port {
         None | Some("") => None, // `host:` means the default port (RFC 3986 §3.2.3)
-        Some(port) if port.bytes().all(|b| b.is_ascii_digit()) => Some(port.parse().ok()?),
-        Some(_) => return None,
+        Some(port) => Some(u16::try_from(wire::decimal(port)?).ok()?),
     };
     (!host.is_empty()).then_some((host, port))
 }

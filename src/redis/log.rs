@@ -46,18 +46,19 @@ use std::thread;
 use std::time::Duration;
 
 use crate::event_log::HISTORY_LEN;
-use crate::http::MAX_BODY_BYTES;
 use crate::redis::resp::{self, Connection, Error, Reply, Url};
 use crate::sync;
+use crate::wire;
 
 /// Time limit for connecting, and for each command's reply. Redis answers in well under a
 /// millisecond on a local network, so a Redis silent for 2 s is as good as gone.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// Entries asked for in one `XREAD` or `XREVRANGE`, so that one reply stays small.
 pub const BATCH: usize = 100;
-/// Longest message [`RedisLog::publish`] accepts: the longest `/send` body. A tail must be able
-/// to read back [`BATCH`] of them in one reply, within [`resp::MAX_REPLY_BYTES`].
-pub const MAX_MESSAGE_LEN: usize = MAX_BODY_BYTES;
+/// Longest message [`RedisLog::publish`] accepts: 64 KiB, as long as the longest `/send` body.
+/// A tail must be able to read back [`BATCH`] of them in one reply, within
+/// [`resp::MAX_REPLY_BYTES`].
+pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
 /// How long one `XREAD` waits for a new entry before asking again. A connection that died
 /// without a word is noticed within this (plus [`TIMEOUT`]).
 pub const TAIL_WAIT: Duration = Duration::from_secs(2);
@@ -278,7 +279,8 @@ impl Tail {
                     self.url,
                     self.retry_in.as_millis()
                 );
-                thread::sleep(self.retry_in);
+                // Parked, not slept: a shutdown wakes it (`Hub::shutdown` unparks it).
+                thread::park_timeout(self.retry_in);
                 self.retry_in = (self.retry_in * 2).min(RETRY_MAX);
                 Vec::new()
             }
@@ -336,11 +338,9 @@ impl StreamId {
     fn parse(text: &[u8]) -> Option<StreamId> {
         let text = std::str::from_utf8(text).ok()?;
         let (first, second) = text.split_once('-')?;
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(first) || !digits(second) {
-            return None;
-        }
-        Some(StreamId(first.parse().ok()?, second.parse().ok()?))
+        // `u64::MAX` is what `wire::decimal` makes of a number too big: not an id.
+        let part = |text: &str| wire::decimal(text).filter(|&n| n < u64::MAX);
+        Some(StreamId(part(first)?, part(second)?))
     }
 }
 

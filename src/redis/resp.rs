@@ -30,11 +30,14 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv6Addr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use crate::wire::{self, Failure};
+
 /// Longest line we read (a simple string, an error, an integer, or a length), CRLF not counted.
 /// Redis's own limit on the lines it reads (`PROTO_INLINE_MAX_SIZE`) is also 64 KiB.
 pub const MAX_LINE_LEN: usize = 64 * 1024;
 /// Longest bulk string we accept. A broadcast message is at most 64 KiB
-/// ([`crate::http::MAX_BODY_BYTES`]); 1 MiB leaves room and keeps a bad length from costing much.
+/// ([`crate::redis::log::MAX_MESSAGE_LEN`]); 1 MiB leaves room and keeps a bad length from
+/// costing much.
 pub const MAX_BULK_LEN: usize = 1024 * 1024;
 /// Most elements in one array. Our longest replies hold 100 stream entries
 /// ([`crate::redis::log::BATCH`]).
@@ -85,6 +88,13 @@ pub enum Error {
     Server(String),
 }
 
+impl Error {
+    /// Whether this is [`Error::Url`]: a setting to fix, not a failure to retry.
+    pub fn is_bad_url(&self) -> bool {
+        matches!(self, Error::Url(_))
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -112,14 +122,12 @@ impl std::error::Error for Error {
 }
 
 impl From<io::Error> for Error {
-    /// Sorts a failed read or write. With a timeout set, Linux reports it as `WouldBlock`
-    /// (EAGAIN) and other systems as `TimedOut`.
+    /// Sorts a failed read or write ([`Failure`]).
     fn from(err: io::Error) -> Error {
-        use io::ErrorKind::*;
-        match err.kind() {
-            WouldBlock | TimedOut => Error::TimedOut,
-            UnexpectedEof | BrokenPipe | ConnectionReset | ConnectionAborted => Error::Closed,
-            _ => Error::Io(err),
+        match Failure::of(&err) {
+            Failure::TimedOut => Error::TimedOut,
+            Failure::Closed | Failure::Reset => Error::Closed,
+            Failure::Other => Error::Io(err),
         }
     }
 }
@@ -300,13 +308,9 @@ fn parse_length(text: &[u8], max: usize, too_large: &'static str) -> Result<Opti
     if text == b"-1" {
         return Ok(None);
     }
-    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
-        return Err(Error::Protocol("length is not a number (or -1)"));
-    }
     // Saturating: a length with a hundred digits is simply "too large", never an overflow.
-    let len = text.iter().fold(0usize, |n, &d| {
-        n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
-    });
+    let len = wire::decimal(text).ok_or(Error::Protocol("length is not a number (or -1)"))?;
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
     if len > max {
         return Err(Error::TooLarge(too_large));
     }
@@ -316,15 +320,17 @@ fn parse_length(text: &[u8], max: usize, too_large: &'static str) -> Result<Opti
 /// The number after `:`: an optional `-` and decimal digits that fit in an `i64`.
 fn parse_integer(text: &[u8]) -> Result<i64, Error> {
     const BAD: Error = Error::Protocol("integer is not a 64-bit decimal number");
-    let digits = text.strip_prefix(b"-").unwrap_or(text);
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(BAD);
-    }
-    // All ASCII, so valid UTF-8; `parse` catches overflow.
-    std::str::from_utf8(text)
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .ok_or(BAD)
+    let (negative, digits) = match text.strip_prefix(b"-") {
+        Some(digits) => (true, digits),
+        None => (false, text),
+    };
+    let magnitude = wire::decimal(digits).ok_or(BAD)?;
+    let value = if negative {
+        0i64.checked_sub_unsigned(magnitude)
+    } else {
+        i64::try_from(magnitude).ok()
+    };
+    value.ok_or(BAD)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,14 +412,14 @@ impl Url {
         }
         let port = match port {
             None => DEFAULT_PORT,
-            Some(port) => number(port)
+            Some(port) => wire::decimal(port)
                 .and_then(|n| u16::try_from(n).ok())
                 .filter(|&n| n != 0)
                 .ok_or("the port must be a number from 1 to 65535")?,
         };
         let db = match path.strip_prefix('/') {
             None | Some("") => 0,
-            Some(db) => number(db)
+            Some(db) => wire::decimal(db)
                 .and_then(|n| u32::try_from(n).ok())
                 .ok_or("the database after / must be a number")?,
         };
@@ -425,22 +431,11 @@ impl Url {
     }
 }
 
-/// Decimal digits only (`str::parse` would also take a `+`).
-fn number(text: &str) -> Option<u64> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
-}
-
 impl fmt::Display for Url {
     /// Always with the port and database, so a message shows the defaults that were used.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "redis://[{}]:{}/{}", self.host, self.port, self.db)
-        } else {
-            write!(f, "redis://{}:{}/{}", self.host, self.port, self.db)
-        }
+        let authority = wire::host_port(&self.host, self.port);
+        write!(f, "redis://{authority}/{}", self.db)
     }
 }
 
@@ -456,13 +451,7 @@ struct DeadlineStream {
 
 impl Read for DeadlineStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        // A zero timeout means "no timeout" to set_read_timeout, so the deadline is checked here.
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        self.stream.set_read_timeout(Some(left))?;
-        self.stream.read(buf)
+        wire::read_before(&self.stream, buf, self.deadline)
     }
 }
 
