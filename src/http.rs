@@ -120,6 +120,9 @@ pub enum RequestError {
     NoThread(String),
     /// The shared log (Redis) cannot be reached, so `/send` cannot broadcast: 503.
     LogUnavailable,
+    /// The shared log (Redis) took the message but its answer was lost, and it could not be
+    /// asked in time whether the message went out: 503, saying it may or may not have.
+    LogUnconfirmed,
     /// The server is stopping and takes no new stream: 503.
     ShuttingDown,
 }
@@ -194,6 +197,12 @@ impl RequestError {
             RequestError::LogUnavailable => (
                 Status::SERVICE_UNAVAILABLE,
                 "the shared log (Redis) cannot be reached; nothing was sent, try again".to_string(),
+            ),
+            RequestError::LogUnconfirmed => (
+                Status::SERVICE_UNAVAILABLE,
+                "the shared log (Redis) could not confirm the message in time: it may or may not \
+                 have been sent; look at the stream before sending it again"
+                    .to_string(),
             ),
         };
         Some((status, reason))

@@ -123,7 +123,8 @@ impl Hub {
     /// shared log; every instance's tail thread (this one's too) brings it back to its clients.
     ///
     /// # Errors
-    /// [`RequestError::LogUnavailable`] when Redis cannot be reached: nothing was broadcast.
+    /// [`RequestError::LogUnavailable`] when Redis cannot be reached: nothing was broadcast;
+    /// [`RequestError::LogUnconfirmed`] when Redis could not say in time whether it was.
     pub fn broadcast(&self, message: &str) -> Result<u64, RequestError> {
         match &self.shared {
             None => {
@@ -131,9 +132,14 @@ impl Hub {
                 self.announce(id);
                 Ok(id)
             }
-            Some(redis) => redis.publish(message).map_err(|e| {
+            // Above the newest id this instance has seen, even if Redis lost its data.
+            Some(redis) => redis.publish(message, self.log.last_id()).map_err(|e| {
                 eprintln!("redis: cannot publish: {e}");
-                RequestError::LogUnavailable
+                if e.may_have_been_sent() {
+                    RequestError::LogUnconfirmed
+                } else {
+                    RequestError::LogUnavailable
+                }
             }),
         }
     }

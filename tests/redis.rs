@@ -24,7 +24,7 @@ use common::redis::Redis;
 use common::tools::free_port;
 use common::PROMPTLY;
 use sse_server::event_log::HISTORY_LEN;
-use sse_server::redis::log::{self as redis_log, RedisLog, Tail};
+use sse_server::redis::log::{self as redis_log, PublishError, RedisLog, Tail};
 use sse_server::redis::resp::{self, Connection, Error, Reply, Url};
 
 /// A tail running on its own thread, as the server runs it, passing on what it reads. The
@@ -97,15 +97,15 @@ fn ids_are_consecutive_across_instances() {
     let Some(redis) = Redis::start() else { return };
     let a = RedisLog::connect(&redis.url(), "sse").unwrap();
     let b = RedisLog::connect(&redis.url(), "sse").unwrap();
-    assert_eq!(a.publish("one").unwrap(), 1);
-    assert_eq!(b.publish("two").unwrap(), 2);
-    assert_eq!(a.publish("three").unwrap(), 3);
+    assert_eq!(a.publish("one", 0).unwrap(), 1);
+    assert_eq!(b.publish("two", 0).unwrap(), 2);
+    assert_eq!(a.publish("three", 0).unwrap(), 3);
     // An instance started later carries on where the others are.
     let c = RedisLog::connect(&redis.url(), "sse").unwrap();
-    assert_eq!(c.publish("four").unwrap(), 4);
+    assert_eq!(c.publish("four", 0).unwrap(), 4);
     // Another key is another log.
     let other = RedisLog::connect(&redis.url(), "other").unwrap();
-    assert_eq!(other.publish("x").unwrap(), 1);
+    assert_eq!(other.publish("x", 0).unwrap(), 1);
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn concurrent_publishers_share_one_gapless_sequence() {
             let log = Arc::clone(log);
             thread::spawn(move || {
                 (0..50)
-                    .map(|i| log.publish(&i.to_string()).unwrap())
+                    .map(|i| log.publish(&i.to_string(), 0).unwrap())
                     .collect()
             })
         })
@@ -148,7 +148,7 @@ fn the_tail_sees_every_entry_once_in_order() {
                 (0..60)
                     .map(|i| {
                         let message = format!("{name}{i}");
-                        (log.publish(&message).unwrap(), message)
+                        (log.publish(&message, 0).unwrap(), message)
                     })
                     .collect()
             })
@@ -170,11 +170,11 @@ fn the_tail_starts_strictly_after_the_id_it_is_given() {
     let Some(redis) = Redis::start() else { return };
     let log = RedisLog::connect(&redis.url(), "sse").unwrap();
     for message in ["a", "b", "c"] {
-        log.publish(message).unwrap();
+        log.publish(message, 0).unwrap();
     }
     let follower = Follower::start(log.tail(2));
     assert_eq!(follower.take(1, PROMPTLY), [(3, "c".to_string())]);
-    log.publish("d").unwrap();
+    log.publish("d", 0).unwrap();
     assert_eq!(follower.take(1, PROMPTLY), [(4, "d".to_string())]);
     follower.nothing_more();
 }
@@ -188,7 +188,7 @@ fn a_tail_on_a_key_with_no_stream_yet_waits_for_it() {
     assert!(tail.wait().is_empty());
     // It waited for an entry (XREAD BLOCK) instead of returning at once.
     assert!(started.elapsed() >= redis_log::TAIL_WAIT / 2);
-    log.publish("first").unwrap();
+    log.publish("first", 0).unwrap();
     assert_eq!(tail.wait(), [(1, "first".to_string())]);
 }
 
@@ -198,11 +198,11 @@ fn messages_come_back_byte_for_byte() {
     let log = RedisLog::connect(&redis.url(), "sse").unwrap();
     let odd = "line 1\r\nline 2\rline 3\n\n é ✓ $5\r\n*1 -ERR +OK \u{0}";
     let long = "x".repeat(redis_log::MAX_MESSAGE_LEN);
-    log.publish(odd).unwrap();
-    log.publish(&long).unwrap();
+    log.publish(odd, 0).unwrap();
+    log.publish(&long, 0).unwrap();
     assert!(matches!(
-        log.publish(&format!("{long}x")),
-        Err(Error::TooLarge(_))
+        log.publish(&format!("{long}x"), 0),
+        Err(PublishError::NotSent(Error::TooLarge(_)))
     ));
     let history = log.history(10).unwrap();
     assert_eq!(history, [(1, odd.to_string()), (2, long.clone())]);
@@ -217,7 +217,7 @@ fn history_returns_the_newest_entries_oldest_first() {
     assert!(log.history(HISTORY_LEN).unwrap().is_empty());
     // More than one batch (XREVRANGE ... COUNT 100), and not a multiple of it.
     for i in 1..=250 {
-        assert_eq!(log.publish(&format!("m{i}")).unwrap(), i);
+        assert_eq!(log.publish(&format!("m{i}"), 0).unwrap(), i);
     }
     let newest = log.history(120).unwrap();
     assert_eq!(ids(&newest), (131..=250).collect::<Vec<u64>>());
@@ -239,7 +239,7 @@ fn the_stream_keeps_at_least_the_last_history_len() {
     let log = RedisLog::connect(&redis.url(), "sse").unwrap();
     let total = HISTORY_LEN as u64 + 300;
     for i in 1..=total {
-        log.publish(&i.to_string()).unwrap();
+        log.publish(&i.to_string(), 0).unwrap();
     }
     let Reply::Integer(held) = redis.connection(0).call(&[b"XLEN", b"sse"]).unwrap() else {
         panic!("XLEN is an integer")
@@ -260,7 +260,7 @@ fn the_stream_keeps_at_least_the_last_history_len() {
 fn the_database_in_the_url_is_selected() {
     let Some(redis) = Redis::start() else { return };
     let log = RedisLog::connect(&format!("{}/3", redis.url()), "sse").unwrap();
-    log.publish("in db 3").unwrap();
+    log.publish("in db 3", 0).unwrap();
     let exists = |db| redis.connection(db).call(&[b"EXISTS", b"sse", b"sse:id"]);
     assert_eq!(exists(3).unwrap(), Reply::Integer(2));
     assert_eq!(exists(0).unwrap(), Reply::Integer(0));
@@ -281,14 +281,14 @@ fn a_key_holding_something_else_is_a_server_error() {
         .call(&[b"SET", b"sse", b"a string"])
         .unwrap();
     let log = RedisLog::connect(&redis.url(), "sse").unwrap();
-    let err = log.publish("x").unwrap_err();
+    let err = log.publish("x", 0).unwrap_err();
     assert!(
-        matches!(&err, Error::Server(text) if text.contains("WRONGTYPE")),
+        matches!(&err, PublishError::NotSent(Error::Server(text)) if text.contains("WRONGTYPE")),
         "{err}"
     );
     // No id was used up by the failed attempt.
     redis.connection(0).call(&[b"DEL", b"sse"]).unwrap();
-    assert_eq!(log.publish("y").unwrap(), 1);
+    assert_eq!(log.publish("y", 0).unwrap(), 1);
 }
 
 #[test]
@@ -297,15 +297,15 @@ fn redis_restarting_loses_nothing_and_repeats_nothing() {
         return;
     };
     let log = RedisLog::connect(&redis.url(), "sse").unwrap();
-    assert_eq!(log.publish("before 1").unwrap(), 1);
-    assert_eq!(log.publish("before 2").unwrap(), 2);
+    assert_eq!(log.publish("before 1", 0).unwrap(), 1);
+    assert_eq!(log.publish("before 2", 0).unwrap(), 2);
     let follower = Follower::start(log.tail(0));
     assert_eq!(ids(&follower.take(2, PROMPTLY)), [1, 2]);
 
     redis.stop();
     let waits_before = follower.waits.load(Ordering::SeqCst);
     let started = Instant::now();
-    let err = log.publish("while down").unwrap_err();
+    let err = log.publish("while down", 0).unwrap_err();
     assert!(started.elapsed() < redis_log::TIMEOUT + PROMPTLY);
     assert!(err.to_string().contains(&redis.url()), "{err}");
     thread::sleep(Duration::from_millis(1000));
@@ -315,8 +315,8 @@ fn redis_restarting_loses_nothing_and_repeats_nothing() {
     assert!(waits <= 8, "{waits} tries in about a second");
 
     // The publishing connection that Redis closed is replaced at once: no failed first try.
-    assert_eq!(log.publish("after 3").unwrap(), 3);
-    assert_eq!(log.publish("after 4").unwrap(), 4);
+    assert_eq!(log.publish("after 3", 0).unwrap(), 3);
+    assert_eq!(log.publish("after 4", 0).unwrap(), 4);
     // The tail resumes after id 2: 3 and 4, once each (its next try is at most 5 s away).
     let resumed = follower.take(2, redis_log::RETRY_MAX + PROMPTLY);
     assert_eq!(
@@ -333,7 +333,7 @@ fn a_tail_that_fell_out_of_the_history_jumps_ahead() {
     let Some(redis) = Redis::start() else { return };
     let log = RedisLog::connect(&redis.url(), "sse").unwrap();
     for i in 1..=5 {
-        log.publish(&i.to_string()).unwrap();
+        log.publish(&i.to_string(), 0).unwrap();
     }
     // Entries 1 to 3 leave the stream (as MAXLEN trimming would drop them).
     redis
