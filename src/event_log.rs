@@ -119,6 +119,19 @@ impl EventLog {
         history.last_id = id;
     }
 
+    /// Moves the newest id up to `id` without a broadcast (nothing if it is there already). A
+    /// shared log's count can be ahead of the entries it holds (Redis restarted empty, and the
+    /// count moved back up): a stream started now waits for what comes after `id`, instead of
+    /// counting the ids before it as broadcasts it lost.
+    pub fn skip_to(&self, id: u64) {
+        let mut history = sync::write(&self.history);
+        if id > history.last_id {
+            // The ids held must stay consecutive.
+            history.recent.clear();
+            history.last_id = id;
+        }
+    }
+
     /// Where a new `/events` connection starts: the broadcasts to replay first, and the id of the
     /// newest broadcast, after which it waits for live ones.
     ///
@@ -275,6 +288,17 @@ mod tests {
         assert_eq!(log.last_id(), 500);
         assert_eq!(ids(&log.start(Some(499)).0), [500]);
         assert!(log.start(None).0.is_empty());
+    }
+
+    #[test]
+    fn skip_to_moves_the_newest_id_up_only() {
+        let log = EventLog::new();
+        log.skip_to(5);
+        assert_eq!(log.start(None), (vec![], 5));
+        log.append(6, "x");
+        assert_eq!(log.after(5, &mut Vec::new()).lost, 0);
+        log.skip_to(3);
+        assert_eq!(log.last_id(), 6);
     }
 
     #[test]

@@ -76,10 +76,13 @@ impl Hub {
             None => None,
             Some(url) => {
                 let redis = RedisLog::connect(url, &config.redis_key).map_err(io::Error::other)?;
+                // Read first: the count may be ahead of the entries (Redis restarted empty).
+                let newest = redis.newest_id().map_err(io::Error::other)?;
                 // The recent history first, so a browser reconnecting here can be replayed to.
                 for (id, message) in redis.history(HISTORY_LEN).map_err(io::Error::other)? {
                     log.append(id, &message);
                 }
+                log.skip_to(newest);
                 Some(redis)
             }
         };

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::redis::Redis;
+use common::redis::{Fate, LossyProxy, Redis};
 use common::tools::free_port;
 use common::PROMPTLY;
 use sse_server::event_log::HISTORY_LEN;
@@ -365,6 +365,205 @@ fn a_bad_url_is_refused_before_connecting() {
         err.to_string().contains("redis://HOST[:PORT][/DB]"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ids never go backwards, even when Redis loses its data (contract v3)
+
+#[test]
+fn a_publish_takes_an_id_above_the_newest_its_instance_has_seen() {
+    let Some(redis) = Redis::start() else { return };
+    let log = RedisLog::connect(&redis.url(), "sse").unwrap();
+    assert_eq!(log.publish("a", 0).unwrap(), 1);
+    // An instance that has seen 7 (in a log Redis has since lost) never takes 7 or less.
+    assert_eq!(log.publish("b", 7).unwrap(), 8);
+    // The count moved up with it: an instance that has seen less continues above it too.
+    assert_eq!(log.publish("c", 0).unwrap(), 9);
+    assert_eq!(ids(&log.history(10).unwrap()), [1, 8, 9]);
+}
+
+#[test]
+fn after_redis_restarts_empty_a_publish_continues_above_what_its_instance_has_seen() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let log = RedisLog::connect(&redis.url(), "sse").unwrap();
+    for id in 1..=3 {
+        assert_eq!(log.publish(&format!("before {id}"), id - 1).unwrap(), id);
+    }
+    redis.restart_empty();
+    // The pooled connection Redis closed is replaced at once, and the count goes on from 3.
+    assert_eq!(log.publish("after", 3).unwrap(), 4);
+    assert_eq!(log.history(10).unwrap(), [(4, "after".to_string())]);
+}
+
+/// A tail has read 1 to 3; then `start_over` empties the log under it. The tail moves the count
+/// back up to 3, so that even an instance that has seen nothing publishes 4, which it reads.
+fn a_tail_moves_the_count_back_up_when_the_log_starts_over(start_over: impl FnOnce(&mut Redis)) {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let log = RedisLog::connect(&redis.url(), "sse").unwrap();
+    let follower = Follower::start(log.tail(0));
+    for id in 1..=3 {
+        assert_eq!(log.publish(&id.to_string(), id - 1).unwrap(), id);
+    }
+    assert_eq!(ids(&follower.take(3, PROMPTLY)), [1, 2, 3]);
+
+    start_over(&mut redis);
+    // On its next connection, or after its next quiet XREAD, the tail looks and sees.
+    let within = redis_log::TAIL_WAIT + redis_log::RETRY_MAX + PROMPTLY;
+    redis.wait_for_value("sse:id", "3", within);
+    let newcomer = RedisLog::connect(&redis.url(), "sse").unwrap();
+    // The count is ahead of the (empty) stream: an instance starting now starts after it.
+    assert_eq!(newcomer.newest_id().unwrap(), 3);
+    assert!(newcomer.history(10).unwrap().is_empty());
+    assert_eq!(newcomer.publish("after", 0).unwrap(), 4);
+    assert_eq!(follower.take(1, PROMPTLY), [(4, "after".to_string())]);
+    follower.nothing_more();
+}
+
+#[test]
+fn a_tail_moves_the_count_back_up_when_redis_restarts_empty() {
+    a_tail_moves_the_count_back_up_when_the_log_starts_over(Redis::restart_empty);
+}
+
+#[test]
+fn a_tail_moves_the_count_back_up_when_the_keys_are_deleted() {
+    a_tail_moves_the_count_back_up_when_the_log_starts_over(|redis| {
+        let deleted = redis.connection(0).call(&[b"DEL", b"sse", b"sse:id"]);
+        assert_eq!(deleted.unwrap(), Reply::Integer(2));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exactly once across a lost reply (contract v3)
+
+#[test]
+fn a_publish_whose_reply_is_lost_after_it_ran_returns_its_id_and_is_not_added_twice() {
+    let Some(redis) = Redis::start() else { return };
+    let proxy = LossyProxy::start(&redis, &[Fate::RunThenDrop], Fate::Forward);
+    let log = RedisLog::connect(&proxy.url, "sse").unwrap();
+    assert_eq!(log.publish("once", 0).unwrap(), 1);
+    // The first try, then the question on a new connection, which found the token.
+    assert_eq!(proxy.publishes.load(Ordering::SeqCst), 2);
+    assert_eq!(redis.stream_len("sse"), 1);
+    assert_eq!(log.publish("next", 1).unwrap(), 2);
+}
+
+#[test]
+fn a_publish_lost_on_its_way_is_added_by_the_second_try() {
+    let Some(redis) = Redis::start() else { return };
+    let proxy = LossyProxy::start(&redis, &[Fate::DropBefore], Fate::Forward);
+    let log = RedisLog::connect(&proxy.url, "sse").unwrap();
+    assert_eq!(log.publish("once", 0).unwrap(), 1);
+    assert_eq!(proxy.publishes.load(Ordering::SeqCst), 2);
+    assert_eq!(log.history(10).unwrap(), [(1, "once".to_string())]);
+}
+
+#[test]
+fn a_publish_that_cannot_find_out_in_time_says_it_may_have_been_sent_and_is_added_once() {
+    let Some(redis) = Redis::start() else { return };
+    // Every reply to a publish is lost: the first try's and every question's.
+    let proxy = LossyProxy::start(&redis, &[], Fate::RunThenDrop);
+    let log = RedisLog::connect(&proxy.url, "sse").unwrap();
+    let started = Instant::now();
+    let err = log.publish("maybe", 0).unwrap_err();
+    let took = started.elapsed();
+    assert!(err.may_have_been_sent(), "{err}");
+    assert!(took < redis_log::PUBLISH_TIMEOUT + PROMPTLY, "{took:?}");
+    assert!(
+        proxy.publishes.load(Ordering::SeqCst) >= 2,
+        "it asked again"
+    );
+    // Each question found the token of the first try: one entry.
+    assert_eq!(redis.stream_len("sse"), 1);
+}
+
+#[test]
+fn a_publish_that_never_reached_redis_says_nothing_was_sent() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let log = RedisLog::connect(&redis.url(), "sse").unwrap();
+    redis.stop();
+    let err = log.publish("x", 0).unwrap_err();
+    assert!(!err.may_have_been_sent(), "{err}");
+    assert!(err.to_string().contains("nothing was published"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// No queue behind a stuck call (contract v3)
+
+/// A Redis that answers the `PING` of `RedisLog::connect`, then accepts every connection and
+/// never says another word.
+struct SilentRedis {
+    url: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl SilentRedis {
+    fn start() -> SilentRedis {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let silent = SilentRedis {
+            url: format!("redis://{}", listener.local_addr().unwrap()),
+            stop: Arc::default(),
+        };
+        let stop = Arc::clone(&silent.stop);
+        thread::spawn(move || {
+            let mut held = Vec::new();
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                if n == 0 {
+                    let _ = stream.set_read_timeout(Some(PROMPTLY));
+                    let _ = stream.read(&mut [0u8; 1024]);
+                    let _ = stream.write_all(b"+PONG\r\n");
+                }
+                held.push(stream); // open, and silent
+            }
+        });
+        silent
+    }
+}
+
+impl Drop for SilentRedis {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.url.trim_start_matches("redis://"));
+    }
+}
+
+#[test]
+fn eight_publishes_at_once_on_a_silent_redis_each_give_up_within_their_own_timeout() {
+    let silent = SilentRedis::start();
+    let log = Arc::new(RedisLog::connect(&silent.url, "sse").unwrap());
+    let started = Instant::now();
+    let publishers: Vec<_> = (0..8)
+        .map(|i| {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                let err = log.publish(&format!("m{i}"), 0).unwrap_err();
+                (err, started.elapsed())
+            })
+        })
+        .collect();
+    let mut took = Vec::new();
+    for publisher in publishers {
+        let (err, elapsed) = publisher.join().unwrap();
+        // The commands went out and no answer came: they may have run.
+        assert!(err.may_have_been_sent(), "{err}");
+        took.push(elapsed);
+    }
+    // Each within its own limit, not one after another (that would be 8 x PUBLISH_TIMEOUT).
+    let slowest = *took.iter().max().unwrap();
+    assert!(
+        slowest < redis_log::PUBLISH_TIMEOUT + Duration::from_secs(2),
+        "{took:?}"
+    );
+    eprintln!("8 publishes at once on a silent Redis gave up after {took:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

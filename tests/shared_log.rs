@@ -25,7 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::curl::Curl;
-use common::redis::Redis;
+use common::redis::{Fate, LossyProxy, Redis};
 use common::tools::{find_on_path, free_port, tools_or_skip, TempDir};
 use common::{
     get, json_number, post, server_command, without_server_env, Event, EventStream, TestServer,
@@ -518,6 +518,73 @@ fn while_redis_is_down_send_answers_503_and_streams_tick_then_every_stream_resum
     nothing_more(&mut replayed, "client of C");
 }
 
+#[test]
+fn redis_restarted_empty_under_two_live_instances_every_later_send_reaches_every_stream_with_ids_still_rising(
+) {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = instance(&redis.url(), "sse", QUIET_TICK);
+    let b = instance(&redis.url(), "sse", QUIET_TICK);
+    let mut streams = vec![("A", open(&a, None)), ("B", open(&b, None))];
+    a.wait_for_clients(1, PROMPTLY);
+    b.wait_for_clients(1, PROMPTLY);
+    // What /send answered 200 for, in id order.
+    let mut accepted = Vec::new();
+    for (server, message) in [(&a, "before 1"), (&b, "before 2"), (&a, "before 3")] {
+        accepted.push((send(server, message).0, message.to_string()));
+    }
+    for (name, stream) in &mut streams {
+        assert_eq!(messages(stream, 3, PROMPTLY), accepted, "client of {name}");
+    }
+
+    // Redis restarts with nothing, as the cluster recipe's does (no persistence). Ids go on from
+    // what each instance has seen, not from 1, and every live stream gets every message.
+    redis.restart_empty();
+    for (server, message) in [(&b, "after 4"), (&a, "after 5")] {
+        let id = send(server, message).0;
+        assert_eq!(id, accepted.len() as u64 + 1, "{message}");
+        accepted.push((id, message.to_string()));
+    }
+    // Each tail reads on after 3 once it has reconnected (at most RETRY_MAX after a failure).
+    let resume_within = redis_log::RETRY_MAX + PROMPTLY;
+    for (name, stream) in &mut streams {
+        assert_eq!(
+            messages(stream, 2, resume_within),
+            accepted[3..],
+            "client of {name}"
+        );
+    }
+
+    // Again, and this time an instance that has seen nothing starts after it: the live
+    // instances' tails have moved the count back up to 5, so it continues above, too.
+    redis.restart_empty();
+    let within = redis_log::TAIL_WAIT + redis_log::RETRY_MAX + PROMPTLY;
+    redis.wait_for_value("sse:id", "5", within);
+    let c = instance(&redis.url(), "sse", QUIET_TICK);
+    streams.push(("C", open(&c, None)));
+    c.wait_for_clients(1, PROMPTLY);
+    assert_eq!(send(&c, "after 6").0, 6);
+    accepted.push((6, "after 6".to_string()));
+    for (name, stream) in &mut streams {
+        assert_eq!(
+            messages(stream, 1, resume_within),
+            accepted[5..],
+            "client of {name}"
+        );
+        nothing_more(stream, &format!("client of {name}"));
+    }
+
+    // A browser that saw 2 reconnects: each id it is replayed names the message /send answered
+    // it for. B holds them all; C holds only what Redis has held since the restart.
+    let mut to_b = open(&b, Some(2));
+    assert_eq!(messages(&mut to_b, 4, PROMPTLY), accepted[2..]);
+    nothing_more(&mut to_b, "a browser reconnecting to B");
+    let mut to_c = open(&c, Some(2));
+    assert_eq!(messages(&mut to_c, 1, PROMPTLY), accepted[5..]);
+    nothing_more(&mut to_c, "a browser reconnecting to C");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. The binary, when Redis cannot be had at startup
 
@@ -616,7 +683,7 @@ fn a_redis_url_that_cannot_be_right_is_a_setting_error_exiting_2() {
 // ---------------------------------------------------------------------------------------------
 // 5. A Redis that misbehaves
 
-/// What the fake Redis answers to every command but `PING` and the startup `XREVRANGE`.
+/// What the fake Redis answers to every command but `PING` and what the server reads at startup.
 #[derive(Clone, Copy, Debug)]
 enum Misbehaviour {
     /// Bytes that are not RESP at all.
@@ -631,11 +698,13 @@ enum Misbehaviour {
     Endless,
     /// One byte every 50 ms of a simple string that never ends.
     Dribbling,
+    /// No answer at all, on a connection left open.
+    Silent,
 }
 
-/// A fake Redis on a free loopback port: answers `PING`, and `XREVRANGE` with an empty log (so
-/// the server starts), then misbehaves on anything else (the publish's `EVAL`, the tail's
-/// `XREAD`). Stops on drop; each connection's thread ends within a minute in any case.
+/// A fake Redis on a free loopback port: answers `PING`, and the newest id and `XREVRANGE` with
+/// an empty log (so the server starts), then misbehaves on anything else (the publish's `EVAL`,
+/// the tail's). Stops on drop; each connection's thread ends within a minute in any case.
 struct FakeRedis {
     url: String,
     /// Command names received, in order.
@@ -719,17 +788,25 @@ fn fake_connection(
                 Err(_) => return,
             }
         };
-        let name = match &command {
+        let (name, arg_count) = match &command {
             Reply::Array(Some(args)) => match args.first() {
-                Some(Reply::Bulk(Some(name))) => String::from_utf8_lossy(name).to_uppercase(),
-                _ => String::new(),
+                Some(Reply::Bulk(Some(name))) => {
+                    (String::from_utf8_lossy(name).to_uppercase(), args.len())
+                }
+                _ => (String::new(), 0),
             },
-            _ => String::new(),
+            _ => (String::new(), 0),
+        };
+        // The script that reads the newest id at startup has two keys and no other argument.
+        let name = match (name.as_str(), arg_count) {
+            ("EVAL", 5) => "EVAL newest id".to_string(),
+            _ => name,
         };
         commands.lock().unwrap().push(name.clone());
         let answer: &[u8] = match name.as_str() {
             "PING" => b"+PONG\r\n",
-            // The history read at startup: an empty log.
+            // What the server reads at startup: an empty log.
+            "EVAL newest id" => b":0\r\n",
             "XREVRANGE" => b"*0\r\n",
             _ => return misbehave(&mut stream, misbehaviour, stop, deadline),
         };
@@ -768,6 +845,7 @@ fn misbehave(stream: &mut TcpStream, how: Misbehaviour, stop: &AtomicBool, deadl
                 }
             }
         }
+        Misbehaviour::Silent => hold_open(stream, running),
         Misbehaviour::Dribbling => {
             let mut byte = b'+';
             while running() && stream.write_all(&[byte]).is_ok() {
@@ -806,8 +884,8 @@ fn send_answers_503_and_the_server_keeps_serving(how: Misbehaviour) {
     let first = stream.next_event(PROMPTLY).expect("a first tick");
     assert_eq!(first.kind, "tick", "{first:?}");
 
-    // A few seconds at most: Redis's reply time limit, and room for a loaded machine.
-    let few_seconds = redis_log::TIMEOUT + Duration::from_secs(2);
+    // A few seconds at most: a publish's time limit, and room for a loaded machine.
+    let few_seconds = redis_log::PUBLISH_TIMEOUT + Duration::from_secs(2);
     for attempt in 1..=2 {
         let answer = try_send(&server, "hello");
         assert_unavailable(&answer, &format!("{how:?}, attempt {attempt}"));
@@ -863,6 +941,85 @@ fn send_answers_503_when_redis_sends_a_reply_without_end() {
 #[test]
 fn send_answers_503_when_redis_dribbles_a_reply_that_never_ends() {
     send_answers_503_and_the_server_keeps_serving(Misbehaviour::Dribbling);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5b. A reply lost, a Redis stuck (contract v3)
+
+#[test]
+fn a_send_whose_reply_is_lost_after_redis_ran_it_answers_200_with_its_id_and_is_broadcast_once() {
+    let Some(redis) = Redis::start() else { return };
+    let proxy = LossyProxy::start(&redis, &[Fate::RunThenDrop], Fate::Forward);
+    let server = instance(&proxy.url, "sse", QUIET_TICK);
+    let mut stream = open(&server, None);
+    server.wait_for_clients(1, PROMPTLY);
+    assert_eq!(send(&server, "once"), (1, 1));
+    assert_eq!(messages(&mut stream, 1, PROMPTLY), owned(&[(1, "once")]));
+    nothing_more(&mut stream, "the client");
+    assert_eq!(redis.stream_len("sse"), 1);
+    assert_eq!(send(&server, "next").0, 2);
+}
+
+#[test]
+fn a_send_that_cannot_find_out_whether_it_landed_answers_503_saying_it_may_have_been_sent() {
+    let Some(redis) = Redis::start() else { return };
+    // Every reply to a publish is lost: the first try's, and each answer to "did it land?".
+    let proxy = LossyProxy::start(&redis, &[], Fate::RunThenDrop);
+    let server = instance(&proxy.url, "sse", QUIET_TICK);
+    let mut stream = open(&server, None);
+    server.wait_for_clients(1, PROMPTLY);
+    let answer = try_send(&server, "maybe");
+    assert_unavailable(&answer, "every reply lost");
+    assert!(answer.body.contains("may or may not"), "{}", answer.body);
+    assert!(!answer.body.contains("nothing was sent"), "{}", answer.body);
+    assert!(
+        answer.took < redis_log::PUBLISH_TIMEOUT + PROMPTLY,
+        "{:?}",
+        answer.took
+    );
+    // It did land, once (each retry found its token): every client gets it, once.
+    assert_eq!(messages(&mut stream, 1, PROMPTLY), owned(&[(1, "maybe")]));
+    nothing_more(&mut stream, "the client");
+    assert_eq!(redis.stream_len("sse"), 1);
+}
+
+#[test]
+fn eight_sends_at_once_to_a_redis_that_never_answers_each_answer_503_within_their_own_timeout() {
+    let fake = FakeRedis::start(Misbehaviour::Silent);
+    let url = fake.url.clone();
+    let server = Arc::new(TestServer::start(move |c| {
+        c.redis = Some(url);
+        c.interval = QUIET_TICK;
+    }));
+    // The commands went out and no answer came: they may have run, and the 503 says so.
+    let check = |answer: &Answer, what: &str| {
+        assert_unavailable(answer, what);
+        assert!(
+            answer.body.contains("may or may not"),
+            "{what}: {}",
+            answer.body
+        );
+        // One publish's limit (and room for a loaded machine), not one per send queued before.
+        let limit = redis_log::PUBLISH_TIMEOUT + Duration::from_secs(2);
+        assert!(answer.took < limit, "{what}: 503 after {:?}", answer.took);
+    };
+    let alone = try_send(&server, "alone");
+    check(&alone, "alone");
+    let senders: Vec<_> = (0..8)
+        .map(|i| {
+            let server = Arc::clone(&server);
+            thread::spawn(move || try_send(&server, &format!("at once {i}")))
+        })
+        .collect();
+    let answers: Vec<Answer> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    for (i, answer) in answers.iter().enumerate() {
+        check(answer, &format!("send {i} of 8"));
+    }
+    let took: Vec<Duration> = answers.iter().map(|a| a.took).collect();
+    eprintln!(
+        "/send on a silent Redis: alone {:?}, 8 at once {took:?}",
+        alone.took
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -144,6 +144,9 @@ return n
 "
 );
 
+/// The newest id the log has handed out.
+const NEWEST_ID_SCRIPT: &str = concat!(newest_id_lua!(), "return newest");
+
 /// Run by a tail: if the log is behind the last id the tail read (ARGV[1]), it started over,
 /// and its counter moves up to that id, so that no instance hands out an id this one has seen.
 /// Returns the newest id the log had.
@@ -377,6 +380,30 @@ impl RedisLog {
                 error: Error::Protocol("the publish script did not return an id"),
                 may_have_run: true,
             }),
+        }
+    }
+
+    /// The newest id the log has handed out (0 for a fresh key). It can be past the newest
+    /// entry in [`history`](RedisLog::history): after Redis restarted empty, the live
+    /// instances' tails move the count back up to what they have read (see [`Tail::wait`]).
+    ///
+    /// # Errors
+    /// Redis unreachable, gone or too slow.
+    pub fn newest_id(&self) -> Result<u64, Error> {
+        let counter = format!("{}:id", self.key);
+        let args: [&[u8]; 5] = [
+            b"EVAL",
+            NEWEST_ID_SCRIPT.as_bytes(),
+            b"2",
+            self.key.as_bytes(),
+            counter.as_bytes(),
+        ];
+        let mut redis = self.pool.take(TIMEOUT)?;
+        let reply = redis.call_by(&args, Instant::now() + TIMEOUT)?;
+        self.pool.give_back(redis);
+        match reply {
+            Reply::Integer(newest) if newest >= 0 => Ok(newest as u64),
+            _ => Err(Error::Protocol("the newest-id script did not return an id")),
         }
     }
 
