@@ -1,6 +1,7 @@
-//! Several instances sharing one log in Redis (contract, "v2"), seen from outside: servers
-//! started in this process on one `redis-server`, the binary as a user starts it, a fake Redis
-//! that misbehaves, and `deploy/run-cluster.sh` with nginx in front.
+//! Several instances sharing one log in Redis (contract, "v2" and "v3"), seen from outside:
+//! servers started in this process on one `redis-server` (restarted with its data or without),
+//! the binary as a user starts it, a proxy that loses replies, a fake Redis that misbehaves or
+//! never answers, and `deploy/run-cluster.sh` with nginx in front, Redis stopped and started.
 //!
 //! Needs `redis-server` (and for the cluster test nginx, openssl and curl too). Without them
 //! each test prints "skipped" and passes, except under CI (`CI=true`), where it fails: CI
@@ -17,7 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -1043,6 +1044,8 @@ struct Cluster {
     printed: Vec<String>,
     stopped: bool,
     dir: TempDir,
+    /// The script's terminal, as far as reading Enter goes.
+    stdin: ChildStdin,
 }
 
 impl Cluster {
@@ -1059,12 +1062,13 @@ impl Cluster {
             .env("REDIS_PORT", redis_port.to_string())
             .env_remove("INSTANCES")
             .process_group(0)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .expect("start deploy/run-cluster.sh");
         let stdout = child.stdout.take().unwrap();
+        let stdin = child.stdin.take().unwrap();
         let (tx, lines) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -1080,6 +1084,7 @@ impl Cluster {
             printed: Vec::new(),
             stopped: false,
             dir,
+            stdin,
         }
     }
 
@@ -1112,6 +1117,33 @@ impl Cluster {
                 return instances;
             }
         }
+    }
+
+    /// Reads what the script prints until a line that contains `text`, and returns it.
+    fn line_with(&mut self, text: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let line = match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => line,
+                Err(RecvTimeoutError::Timeout) => panic!("no {text:?} within {within:?}: {self}"),
+                Err(RecvTimeoutError::Disconnected) => panic!("the script ended: {self}"),
+            };
+            self.printed.push(line.clone());
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    /// Enter, typed in the script's terminal.
+    fn press_enter(&mut self) {
+        self.stdin
+            .write_all(b"\n")
+            .expect("the script reads its stdin");
+        self.stdin.flush().unwrap();
     }
 
     /// SIGTERM to the whole group, as Ctrl-C in its terminal would (the script's trap stops what
@@ -1217,4 +1249,102 @@ fn through_the_cluster_script_a_message_sent_to_instance_1_reaches_streams_via_i
         "cluster ready after {ready_after:?}, whole test {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn through_the_cluster_script_stopping_redis_leaves_the_rest_serving_and_enter_starts_it_again() {
+    let Some(curl) = cluster_tools() else { return };
+    let (https_port, redis_port) = (free_port(), free_port());
+    let mut cluster = Cluster::start(https_port, redis_port);
+    let instances = cluster.instances(https_port, Duration::from_secs(900));
+    let nginx = format!("https://127.0.0.1:{https_port}");
+    let send_to_1 = |message: &str| {
+        post(
+            &format!("http://{}/send", instances[0]),
+            "application/x-www-form-urlencoded",
+            &format!("message={message}"),
+        )
+    };
+    let mut via_2 = EventStream::open(instances[1], &[]);
+    assert_eq!(via_2.status(), 200, "{}", via_2.head);
+    let (status, body) = send_to_1("before");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_number(&body, "id"), 1, "{body}");
+    let on_2 = via_2.next_message(PROMPTLY).map(id_and_data);
+    assert_eq!(on_2, Some((1, "before".to_string())), "{cluster}");
+
+    // Redis stops, as `redis-cli -p PORT shutdown` (the banner's suggestion) stops it.
+    let redis_url = resp::Url::parse(&format!("redis://127.0.0.1:{redis_port}")).unwrap();
+    let mut redis = resp::Connection::connect(&redis_url, PROMPTLY).unwrap();
+    let _ = redis.call(&[b"SHUTDOWN", b"NOSAVE"]); // answered by the connection closing
+    cluster.line_with("Redis stopped", PROMPTLY);
+    cluster.line_with("Press Enter here to start Redis again", PROMPTLY);
+
+    // Everything else keeps running: /send answers 503, straight and through nginx, and the
+    // stream keeps ticking.
+    let (status, body) = send_to_1("while down");
+    assert_eq!(status, 503, "{body}");
+    let (version, status, body) = common::curl::post(
+        &curl,
+        &format!("{nginx}/send"),
+        &["-d", "message=while+down"],
+    );
+    assert_eq!((version.as_str(), status), ("2", 503), "{body}");
+    for n in 1..=2 {
+        let event = via_2.next_event(PROMPTLY);
+        let kind = event.map(|e| e.kind);
+        assert_eq!(
+            kind.as_deref(),
+            Some("tick"),
+            "tick {n} while Redis is down"
+        );
+    }
+
+    // Enter starts it again (empty): /send works again, ids go on rising, streams get them.
+    cluster.press_enter();
+    cluster.line_with("Redis is back", PROMPTLY);
+    let (status, body) = send_to_1("after");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_number(&body, "id"), 2, "{body}");
+    let resume_within = redis_log::RETRY_MAX + PROMPTLY;
+    let on_2 = via_2.next_message(resume_within).map(id_and_data);
+    assert_eq!(on_2, Some((2, "after".to_string())), "{cluster}");
+    let (version, status, body) =
+        common::curl::post(&curl, &format!("{nginx}/send"), &["-d", "message=again"]);
+    assert_eq!((version.as_str(), status), ("2", 200), "{body}");
+    assert_eq!(json_number(&body, "id"), 3, "{body}");
+    cluster.stop();
+}
+
+#[test]
+fn the_cluster_script_fails_at_once_naming_a_port_that_is_taken() {
+    let Some(_curl) = cluster_tools() else { return };
+    for taken in ["HTTPS_PORT", "REDIS_PORT"] {
+        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = holder.local_addr().unwrap().port().to_string();
+        let free = free_port().to_string();
+        let (https_port, redis_port) = match taken {
+            "HTTPS_PORT" => (&port, &free),
+            _ => (&free, &port),
+        };
+        let mut command = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/run-cluster.sh"
+        ));
+        without_server_env(&mut command)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("HTTPS_PORT", https_port)
+            .env("REDIS_PORT", redis_port);
+        let exited = run_to_exit(command, PROMPTLY);
+        assert_ne!(exited.code, Some(0), "{taken}: {}", exited.stderr);
+        let first_line = exited.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first_line.contains(&port) && first_line.contains(taken),
+            "{taken}: {first_line:?}"
+        );
+        // Before anything started, so no banner: it comes only once every port is bound.
+        assert!(!exited.stdout.contains("behind nginx"), "{}", exited.stdout);
+        eprintln!("{taken} taken: exited after {:?}", exited.took);
+        drop(holder);
+    }
 }
