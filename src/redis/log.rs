@@ -134,12 +134,14 @@ if newest < tonumber(ARGV[3]) then
   newest = tonumber(ARGV[3])
 end
 local n = newest + 1
+-- In decimal digits: Lua numbers are floats, which Redis would write as 1e+14 from there on.
+local id = string.format('%d', n)
 -- A script that fails halfway is not undone, so the entry is added before anything else: if
 -- XADD fails, no id is used up and no token says it landed.
 -- MAXLEN ~ trims only whole blocks of old entries, cheaply, and never below ARGV[2].
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], string.format('%d-0', n), 'message', ARGV[1])
-redis.call('SET', KEYS[2], n)
-redis.call('SET', KEYS[3], n, 'EX', ARGV[5])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id .. '-0', 'message', ARGV[1])
+redis.call('SET', KEYS[2], id)
+redis.call('SET', KEYS[3], id, 'EX', ARGV[5])
 return n
 "
 );
@@ -298,11 +300,11 @@ impl RedisLog {
             return Err(PublishError::NotSent(too_large));
         }
         let deadline = Instant::now() + PUBLISH_TIMEOUT;
-        let token = format!("{}:sent:{}", self.key, new_token());
+        let token_key = format!("{}:sent:{}", self.key, new_token());
         let mut pause = RETRY_MIN;
         let mut retry = false;
         loop {
-            let failed = match self.try_publish(message, seen, &token, retry, deadline) {
+            let failed = match self.try_publish(message, seen, &token_key, retry, deadline) {
                 Ok(Some(id)) => return Ok(id),
                 Ok(None) => {
                     return Err(PublishError::MaybeSent(
@@ -329,7 +331,7 @@ impl RedisLog {
         &self,
         message: &str,
         seen: u64,
-        token: &str,
+        token_key: &str,
         retry: bool,
         deadline: Instant,
     ) -> Result<Option<u64>, Failed> {
@@ -337,9 +339,9 @@ impl RedisLog {
             error,
             may_have_run: false,
         };
-        let now = Instant::now();
-        let reply_by = deadline.min(now + TIMEOUT);
-        let mut redis = self.pool.take(reply_by - now).map_err(not_run)?;
+        let reply_by = deadline.min(Instant::now() + TIMEOUT);
+        let limit = reply_by.saturating_duration_since(Instant::now());
+        let mut redis = self.pool.take(limit).map_err(not_run)?;
         let counter = format!("{}:id", self.key);
         let (keep, seen) = (HISTORY_LEN.to_string(), seen.to_string());
         let ttl = TOKEN_TTL.as_secs().to_string();
@@ -349,7 +351,7 @@ impl RedisLog {
             b"3", // how many of the arguments that follow are key names
             self.key.as_bytes(),
             counter.as_bytes(),
-            token.as_bytes(),
+            token_key.as_bytes(),
             message.as_bytes(),
             keep.as_bytes(),
             seen.as_bytes(),
