@@ -446,7 +446,7 @@ fn a_publish_whose_reply_is_lost_after_it_ran_returns_its_id_and_is_not_added_tw
     let log = RedisLog::connect(&proxy.url, "sse").unwrap();
     assert_eq!(log.publish("once", 0).unwrap(), 1);
     // The first try, then the question on a new connection, which found the token.
-    assert_eq!(proxy.publishes.load(Ordering::SeqCst), 2);
+    assert!(proxy.publishes.load(Ordering::SeqCst) >= 2);
     assert_eq!(redis.stream_len("sse"), 1);
     assert_eq!(log.publish("next", 1).unwrap(), 2);
 }
@@ -457,7 +457,7 @@ fn a_publish_lost_on_its_way_is_added_by_the_second_try() {
     let proxy = LossyProxy::start(&redis, &[Fate::DropBefore], Fate::Forward);
     let log = RedisLog::connect(&proxy.url, "sse").unwrap();
     assert_eq!(log.publish("once", 0).unwrap(), 1);
-    assert_eq!(proxy.publishes.load(Ordering::SeqCst), 2);
+    assert!(proxy.publishes.load(Ordering::SeqCst) >= 2);
     assert_eq!(log.history(10).unwrap(), [(1, "once".to_string())]);
 }
 
@@ -557,12 +557,9 @@ fn eight_publishes_at_once_on_a_silent_redis_each_give_up_within_their_own_timeo
         assert!(err.may_have_been_sent(), "{err}");
         took.push(elapsed);
     }
-    // Each within its own limit, not one after another (that would be 8 x PUBLISH_TIMEOUT).
+    // Each within its own limit: none waited for another, which would take a limit more.
     let slowest = *took.iter().max().unwrap();
-    assert!(
-        slowest < redis_log::PUBLISH_TIMEOUT + Duration::from_secs(2),
-        "{took:?}"
-    );
+    assert!(slowest < 2 * redis_log::PUBLISH_TIMEOUT, "{took:?}");
     eprintln!("8 publishes at once on a silent Redis gave up after {took:?}");
 }
 
