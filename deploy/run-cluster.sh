@@ -127,6 +127,8 @@ STOPPED
         fi
         continue
     fi
-    echo "error: a process stopped on its own (logs were in $RUNDIR)" >&2
+    # The temp dir goes with the exit: show the end of the logs first.
+    echo "error: a process stopped on its own; the last lines of the logs:" >&2
+    tail -n 3 "$RUNDIR"/instance-*.log "$RUNDIR/redis.log" >&2 || true
     exit 1
 done
