@@ -785,7 +785,8 @@ fn something_that_is_not_redis_is_refused_at_connect() {
 
 #[test]
 fn a_tail_on_a_broken_server_logs_sleeps_and_returns_nothing() {
-    // The fake answers PING for RedisLog::connect, then a broken reply to the tail's XREAD.
+    // The fake answers PING for RedisLog::connect, then a broken reply to the tail's first
+    // command.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("redis://{}", listener.local_addr().unwrap());
     let server = thread::spawn(move || {
