@@ -61,9 +61,22 @@ start_server() {
     exit 1
 }
 
+# need_free_port PORT VARIABLE: fails at once, naming the port, if something on this machine
+# listens on it already (connecting to it works). Checked before starting what would bind it:
+# nginx keeps trying a taken port for 2.5 s, and curl would take the other server's answer for
+# our nginx's.
+need_free_port() {
+    if { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null; then
+        exec 3<&-
+        echo "error: port $1 is taken (something listens on 127.0.0.1:$1); choose another with $2=PORT" >&2
+        exit 1
+    fi
+}
+
 # start_nginx HTTPS_PORT "server A; server B": deploy/nginx.conf with its placeholders filled in.
 start_nginx() {
     local port="$1" upstreams="$2"
+    need_free_port "$port" HTTPS_PORT
     sed -e "s|__LISTEN_PORT__|$port|g" -e "s|server __UPSTREAM__;|$upstreams|g" \
         -e "s|__CERT__|$RUNDIR/cert.pem|g" -e "s|__KEY__|$RUNDIR/key.pem|g" \
         -e "s|__RUNDIR__|$RUNDIR|g" deploy/nginx.conf >"$RUNDIR/nginx.conf"

@@ -123,6 +123,19 @@ impl EventLog {
         history.last_id = id;
     }
 
+    /// Moves the newest id up to `id` without a broadcast (nothing if it is there already). A
+    /// shared log's count can be ahead of the entries it holds (Redis restarted empty, and the
+    /// count moved back up): a stream started now waits for what comes after `id`, instead of
+    /// counting the ids before it as broadcasts it lost.
+    pub fn skip_to(&self, id: u64) {
+        let mut history = sync::write(&self.history);
+        if id > history.last_id {
+            // The ids held must stay consecutive.
+            history.recent.clear();
+            history.last_id = id;
+        }
+    }
+
     /// Where a new `/events` stream starts: the id after which it gets every broadcast. Its first
     /// catch-up ([`EventLog::after`]) is then the replay of what it missed.
     ///
@@ -318,6 +331,17 @@ mod tests {
         assert_eq!(log.last_id(), 500);
         assert_eq!(replay(&log, Some(499)), [500]);
         assert!(replay(&log, None).is_empty());
+    }
+
+    #[test]
+    fn skip_to_moves_the_newest_id_up_only() {
+        let log = EventLog::new();
+        log.skip_to(5);
+        assert_eq!(log.start(None), 5);
+        log.append(6, "x");
+        assert_eq!(log.after(5, &mut Vec::new()).lost, 0);
+        log.skip_to(3);
+        assert_eq!(log.last_id(), 6);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub enum HubError {
     ShuttingDown,
     /// The shared log (Redis) cannot be reached: nothing was broadcast.
     LogUnavailable,
+    /// The shared log (Redis) took the message but its answer was lost, and it could not be
+    /// asked in time whether the message went out: it may or may not have been broadcast.
+    LogUnconfirmed,
 }
 
 impl fmt::Display for HubError {
@@ -49,6 +52,7 @@ impl fmt::Display for HubError {
             HubError::Full => "too many clients",
             HubError::ShuttingDown => "shutting down",
             HubError::LogUnavailable => "the shared log cannot be reached",
+            HubError::LogUnconfirmed => "the shared log could not confirm the broadcast",
         })
     }
 }
@@ -114,10 +118,13 @@ impl Hub {
                         io::Error::other(e)
                     }
                 })?;
+                // Read first: the count may be ahead of the entries (Redis restarted empty).
+                let newest = redis.newest_id().map_err(io::Error::other)?;
                 // The recent history first, so a browser reconnecting here can be replayed to.
                 for (id, message) in redis.history(HISTORY_LEN).map_err(io::Error::other)? {
                     log.append(id, &message);
                 }
+                log.skip_to(newest);
                 Some(redis)
             }
         };
@@ -170,7 +177,8 @@ impl Hub {
     /// shared log; every instance's tail thread (this one's too) brings it back to its clients.
     ///
     /// # Errors
-    /// [`HubError::LogUnavailable`] when Redis cannot be reached: nothing was broadcast.
+    /// [`HubError::LogUnavailable`] when Redis cannot be reached: nothing was broadcast;
+    /// [`HubError::LogUnconfirmed`] when Redis could not say in time whether it was.
     pub fn broadcast(&self, message: &str) -> Result<u64, HubError> {
         match &self.shared {
             None => {
@@ -178,9 +186,14 @@ impl Hub {
                 self.announce(id);
                 Ok(id)
             }
-            Some(redis) => redis.publish(message).map_err(|e| {
+            // Above the newest id this instance has seen, even if Redis lost its data.
+            Some(redis) => redis.publish(message, self.log.last_id()).map_err(|e| {
                 eprintln!("redis: cannot publish: {e}");
-                HubError::LogUnavailable
+                if e.may_have_been_sent() {
+                    HubError::LogUnconfirmed
+                } else {
+                    HubError::LogUnavailable
+                }
             }),
         }
     }

@@ -262,6 +262,10 @@ impl Refusal {
             Refusal::Hub(HubError::LogUnavailable) => {
                 unavailable("the shared log (Redis) cannot be reached; nothing was sent, try again")
             }
+            Refusal::Hub(HubError::LogUnconfirmed) => unavailable(
+                "the shared log (Redis) could not confirm the message in time: it may or may not \
+                 have been sent; look at the stream before sending it again",
+            ),
             Refusal::TooManyConnections => unavailable("too many connections"),
             Refusal::NoThread(why) => unavailable(&format!("cannot start a thread: {why}")),
         })

@@ -20,11 +20,11 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::redis::Redis;
+use common::redis::{Fate, LossyProxy, Redis};
 use common::tools::free_port;
 use common::PROMPTLY;
 use sse_server::event_log::HISTORY_LEN;
-use sse_server::redis::log::{self as redis_log, RedisLog, Tail};
+use sse_server::redis::log::{self as redis_log, PublishError, RedisLog, Tail};
 use sse_server::redis::resp::{self, Connection, Error, Reply, Url};
 
 /// A tail running on its own thread, as the server runs it, passing on what it reads. The
@@ -97,15 +97,15 @@ fn ids_are_consecutive_across_instances() {
     let Some(redis) = Redis::start() else { return };
     let a = RedisLog::connect(&redis.url(), "sse").unwrap();
     let b = RedisLog::connect(&redis.url(), "sse").unwrap();
-    assert_eq!(a.publish("one").unwrap(), 1);
-    assert_eq!(b.publish("two").unwrap(), 2);
-    assert_eq!(a.publish("three").unwrap(), 3);
+    assert_eq!(a.publish("one", 0).unwrap(), 1);
+    assert_eq!(b.publish("two", 0).unwrap(), 2);
+    assert_eq!(a.publish("three", 0).unwrap(), 3);
     // An instance started later carries on where the others are.
     let c = RedisLog::connect(&redis.url(), "sse").unwrap();
-    assert_eq!(c.publish("four").unwrap(), 4);
+    assert_eq!(c.publish("four", 0).unwrap(), 4);
     // Another key is another log.
     let other = RedisLog::connect(&redis.url(), "other").unwrap();
-    assert_eq!(other.publish("x").unwrap(), 1);
+    assert_eq!(other.publish("x", 0).unwrap(), 1);
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn concurrent_publishers_share_one_gapless_sequence() {
             let log = Arc::clone(log);
             thread::spawn(move || {
                 (0..50)
-                    .map(|i| log.publish(&i.to_string()).unwrap())
+                    .map(|i| log.publish(&i.to_string(), 0).unwrap())
                     .collect()
             })
         })
@@ -148,7 +148,7 @@ fn the_tail_sees_every_entry_once_in_order() {
                 (0..60)
                     .map(|i| {
                         let message = format!("{name}{i}");
-                        (log.publish(&message).unwrap(), message)
+                        (log.publish(&message, 0).unwrap(), message)
                     })
                     .collect()
             })
@@ -170,11 +170,11 @@ fn the_tail_starts_strictly_after_the_id_it_is_given() {
     let Some(redis) = Redis::start() else { return };
     let log = RedisLog::connect(&redis.url(), "sse").unwrap();
     for message in ["a", "b", "c"] {
-        log.publish(message).unwrap();
+        log.publish(message, 0).unwrap();
     }
     let follower = Follower::start(log.tail(2));
     assert_eq!(follower.take(1, PROMPTLY), [(3, "c".to_string())]);
-    log.publish("d").unwrap();
+    log.publish("d", 0).unwrap();
     assert_eq!(follower.take(1, PROMPTLY), [(4, "d".to_string())]);
     follower.nothing_more();
 }
@@ -188,7 +188,7 @@ fn a_tail_on_a_key_with_no_stream_yet_waits_for_it() {
     assert!(tail.wait().is_empty());
     // It waited for an entry (XREAD BLOCK) instead of returning at once.
     assert!(started.elapsed() >= redis_log::TAIL_WAIT / 2);
-    log.publish("first").unwrap();
+    log.publish("first", 0).unwrap();
     assert_eq!(tail.wait(), [(1, "first".to_string())]);
 }
 
@@ -198,11 +198,11 @@ fn messages_come_back_byte_for_byte() {
     let log = RedisLog::connect(&redis.url(), "sse").unwrap();
     let odd = "line 1\r\nline 2\rline 3\n\n é ✓ $5\r\n*1 -ERR +OK \u{0}";
     let long = "x".repeat(redis_log::MAX_MESSAGE_LEN);
-    log.publish(odd).unwrap();
-    log.publish(&long).unwrap();
+    log.publish(odd, 0).unwrap();
+    log.publish(&long, 0).unwrap();
     assert!(matches!(
-        log.publish(&format!("{long}x")),
-        Err(Error::TooLarge(_))
+        log.publish(&format!("{long}x"), 0),
+        Err(PublishError::NotSent(Error::TooLarge(_)))
     ));
     let history = log.history(10).unwrap();
     assert_eq!(history, [(1, odd.to_string()), (2, long.clone())]);
@@ -217,7 +217,7 @@ fn history_returns_the_newest_entries_oldest_first() {
     assert!(log.history(HISTORY_LEN).unwrap().is_empty());
     // More than one batch (XREVRANGE ... COUNT 100), and not a multiple of it.
     for i in 1..=250 {
-        assert_eq!(log.publish(&format!("m{i}")).unwrap(), i);
+        assert_eq!(log.publish(&format!("m{i}"), 0).unwrap(), i);
     }
     let newest = log.history(120).unwrap();
     assert_eq!(ids(&newest), (131..=250).collect::<Vec<u64>>());
@@ -239,7 +239,7 @@ fn the_stream_keeps_at_least_the_last_history_len() {
     let log = RedisLog::connect(&redis.url(), "sse").unwrap();
     let total = HISTORY_LEN as u64 + 300;
     for i in 1..=total {
-        log.publish(&i.to_string()).unwrap();
+        log.publish(&i.to_string(), 0).unwrap();
     }
     let Reply::Integer(held) = redis.connection(0).call(&[b"XLEN", b"sse"]).unwrap() else {
         panic!("XLEN is an integer")
@@ -260,7 +260,7 @@ fn the_stream_keeps_at_least_the_last_history_len() {
 fn the_database_in_the_url_is_selected() {
     let Some(redis) = Redis::start() else { return };
     let log = RedisLog::connect(&format!("{}/3", redis.url()), "sse").unwrap();
-    log.publish("in db 3").unwrap();
+    log.publish("in db 3", 0).unwrap();
     let exists = |db| redis.connection(db).call(&[b"EXISTS", b"sse", b"sse:id"]);
     assert_eq!(exists(3).unwrap(), Reply::Integer(2));
     assert_eq!(exists(0).unwrap(), Reply::Integer(0));
@@ -281,14 +281,14 @@ fn a_key_holding_something_else_is_a_server_error() {
         .call(&[b"SET", b"sse", b"a string"])
         .unwrap();
     let log = RedisLog::connect(&redis.url(), "sse").unwrap();
-    let err = log.publish("x").unwrap_err();
+    let err = log.publish("x", 0).unwrap_err();
     assert!(
-        matches!(&err, Error::Server(text) if text.contains("WRONGTYPE")),
+        matches!(&err, PublishError::NotSent(Error::Server(text)) if text.contains("WRONGTYPE")),
         "{err}"
     );
     // No id was used up by the failed attempt.
     redis.connection(0).call(&[b"DEL", b"sse"]).unwrap();
-    assert_eq!(log.publish("y").unwrap(), 1);
+    assert_eq!(log.publish("y", 0).unwrap(), 1);
 }
 
 #[test]
@@ -297,15 +297,15 @@ fn redis_restarting_loses_nothing_and_repeats_nothing() {
         return;
     };
     let log = RedisLog::connect(&redis.url(), "sse").unwrap();
-    assert_eq!(log.publish("before 1").unwrap(), 1);
-    assert_eq!(log.publish("before 2").unwrap(), 2);
+    assert_eq!(log.publish("before 1", 0).unwrap(), 1);
+    assert_eq!(log.publish("before 2", 0).unwrap(), 2);
     let follower = Follower::start(log.tail(0));
     assert_eq!(ids(&follower.take(2, PROMPTLY)), [1, 2]);
 
     redis.stop();
     let waits_before = follower.waits.load(Ordering::SeqCst);
     let started = Instant::now();
-    let err = log.publish("while down").unwrap_err();
+    let err = log.publish("while down", 0).unwrap_err();
     assert!(started.elapsed() < redis_log::TIMEOUT + PROMPTLY);
     assert!(err.to_string().contains(&redis.url()), "{err}");
     thread::sleep(Duration::from_millis(1000));
@@ -315,8 +315,8 @@ fn redis_restarting_loses_nothing_and_repeats_nothing() {
     assert!(waits <= 8, "{waits} tries in about a second");
 
     // The publishing connection that Redis closed is replaced at once: no failed first try.
-    assert_eq!(log.publish("after 3").unwrap(), 3);
-    assert_eq!(log.publish("after 4").unwrap(), 4);
+    assert_eq!(log.publish("after 3", 0).unwrap(), 3);
+    assert_eq!(log.publish("after 4", 0).unwrap(), 4);
     // The tail resumes after id 2: 3 and 4, once each (its next try is at most 5 s away).
     let resumed = follower.take(2, redis_log::RETRY_MAX + PROMPTLY);
     assert_eq!(
@@ -333,7 +333,7 @@ fn a_tail_that_fell_out_of_the_history_jumps_ahead() {
     let Some(redis) = Redis::start() else { return };
     let log = RedisLog::connect(&redis.url(), "sse").unwrap();
     for i in 1..=5 {
-        log.publish(&i.to_string()).unwrap();
+        log.publish(&i.to_string(), 0).unwrap();
     }
     // Entries 1 to 3 leave the stream (as MAXLEN trimming would drop them).
     redis
@@ -365,6 +365,202 @@ fn a_bad_url_is_refused_before_connecting() {
         err.to_string().contains("redis://HOST[:PORT][/DB]"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ids never go backwards, even when Redis loses its data (contract v3)
+
+#[test]
+fn a_publish_takes_an_id_above_the_newest_its_instance_has_seen() {
+    let Some(redis) = Redis::start() else { return };
+    let log = RedisLog::connect(&redis.url(), "sse").unwrap();
+    assert_eq!(log.publish("a", 0).unwrap(), 1);
+    // An instance that has seen 7 (in a log Redis has since lost) never takes 7 or less.
+    assert_eq!(log.publish("b", 7).unwrap(), 8);
+    // The count moved up with it: an instance that has seen less continues above it too.
+    assert_eq!(log.publish("c", 0).unwrap(), 9);
+    assert_eq!(ids(&log.history(10).unwrap()), [1, 8, 9]);
+}
+
+#[test]
+fn after_redis_restarts_empty_a_publish_continues_above_what_its_instance_has_seen() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let log = RedisLog::connect(&redis.url(), "sse").unwrap();
+    for id in 1..=3 {
+        assert_eq!(log.publish(&format!("before {id}"), id - 1).unwrap(), id);
+    }
+    redis.restart_empty();
+    // The pooled connection Redis closed is replaced at once, and the count goes on from 3.
+    assert_eq!(log.publish("after", 3).unwrap(), 4);
+    assert_eq!(log.history(10).unwrap(), [(4, "after".to_string())]);
+}
+
+/// A tail has read 1 to 3; then `start_over` empties the log under it. The tail moves the count
+/// back up to 3, so that even an instance that has seen nothing publishes 4, which it reads.
+fn a_tail_moves_the_count_back_up_when_the_log_starts_over(start_over: impl FnOnce(&mut Redis)) {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let log = RedisLog::connect(&redis.url(), "sse").unwrap();
+    let follower = Follower::start(log.tail(0));
+    for id in 1..=3 {
+        assert_eq!(log.publish(&id.to_string(), id - 1).unwrap(), id);
+    }
+    assert_eq!(ids(&follower.take(3, PROMPTLY)), [1, 2, 3]);
+
+    start_over(&mut redis);
+    // On its next connection, or after its next quiet XREAD, the tail looks and sees.
+    let within = redis_log::TAIL_WAIT + redis_log::RETRY_MAX + PROMPTLY;
+    redis.wait_for_value("sse:id", "3", within);
+    let newcomer = RedisLog::connect(&redis.url(), "sse").unwrap();
+    // The count is ahead of the (empty) stream: an instance starting now starts after it.
+    assert_eq!(newcomer.newest_id().unwrap(), 3);
+    assert!(newcomer.history(10).unwrap().is_empty());
+    assert_eq!(newcomer.publish("after", 0).unwrap(), 4);
+    assert_eq!(follower.take(1, PROMPTLY), [(4, "after".to_string())]);
+    follower.nothing_more();
+}
+
+#[test]
+fn a_tail_moves_the_count_back_up_when_redis_restarts_empty() {
+    a_tail_moves_the_count_back_up_when_the_log_starts_over(Redis::restart_empty);
+}
+
+#[test]
+fn a_tail_moves_the_count_back_up_when_the_keys_are_deleted() {
+    a_tail_moves_the_count_back_up_when_the_log_starts_over(|redis| {
+        let deleted = redis.connection(0).call(&[b"DEL", b"sse", b"sse:id"]);
+        assert_eq!(deleted.unwrap(), Reply::Integer(2));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exactly once across a lost reply (contract v3)
+
+#[test]
+fn a_publish_whose_reply_is_lost_after_it_ran_returns_its_id_and_is_not_added_twice() {
+    let Some(redis) = Redis::start() else { return };
+    let proxy = LossyProxy::start(&redis, &[Fate::RunThenDrop], Fate::Forward);
+    let log = RedisLog::connect(&proxy.url, "sse").unwrap();
+    assert_eq!(log.publish("once", 0).unwrap(), 1);
+    // The first try, then the question on a new connection, which found the token.
+    assert!(proxy.publishes.load(Ordering::SeqCst) >= 2);
+    assert_eq!(redis.stream_len("sse"), 1);
+    assert_eq!(log.publish("next", 1).unwrap(), 2);
+}
+
+#[test]
+fn a_publish_lost_on_its_way_is_added_by_the_second_try() {
+    let Some(redis) = Redis::start() else { return };
+    let proxy = LossyProxy::start(&redis, &[Fate::DropBefore], Fate::Forward);
+    let log = RedisLog::connect(&proxy.url, "sse").unwrap();
+    assert_eq!(log.publish("once", 0).unwrap(), 1);
+    assert!(proxy.publishes.load(Ordering::SeqCst) >= 2);
+    assert_eq!(log.history(10).unwrap(), [(1, "once".to_string())]);
+}
+
+#[test]
+fn a_publish_that_cannot_find_out_in_time_says_it_may_have_been_sent_and_is_added_once() {
+    let Some(redis) = Redis::start() else { return };
+    // Every reply to a publish is lost: the first try's and every question's.
+    let proxy = LossyProxy::start(&redis, &[], Fate::RunThenDrop);
+    let log = RedisLog::connect(&proxy.url, "sse").unwrap();
+    let started = Instant::now();
+    let err = log.publish("maybe", 0).unwrap_err();
+    let took = started.elapsed();
+    assert!(err.may_have_been_sent(), "{err}");
+    assert!(took < redis_log::PUBLISH_TIMEOUT + PROMPTLY, "{took:?}");
+    assert!(
+        proxy.publishes.load(Ordering::SeqCst) >= 2,
+        "it asked again"
+    );
+    // Each question found the token of the first try: one entry.
+    assert_eq!(redis.stream_len("sse"), 1);
+}
+
+#[test]
+fn a_publish_that_never_reached_redis_says_nothing_was_sent() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let log = RedisLog::connect(&redis.url(), "sse").unwrap();
+    redis.stop();
+    let err = log.publish("x", 0).unwrap_err();
+    assert!(!err.may_have_been_sent(), "{err}");
+    assert!(err.to_string().contains("nothing was published"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// No queue behind a stuck call (contract v3)
+
+/// A Redis that answers the `PING` of `RedisLog::connect`, then accepts every connection and
+/// never says another word.
+struct SilentRedis {
+    url: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl SilentRedis {
+    fn start() -> SilentRedis {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let silent = SilentRedis {
+            url: format!("redis://{}", listener.local_addr().unwrap()),
+            stop: Arc::default(),
+        };
+        let stop = Arc::clone(&silent.stop);
+        thread::spawn(move || {
+            let mut held = Vec::new();
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                if n == 0 {
+                    let _ = stream.set_read_timeout(Some(PROMPTLY));
+                    let _ = stream.read(&mut [0u8; 1024]);
+                    let _ = stream.write_all(b"+PONG\r\n");
+                }
+                held.push(stream); // open, and silent
+            }
+        });
+        silent
+    }
+}
+
+impl Drop for SilentRedis {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.url.trim_start_matches("redis://"));
+    }
+}
+
+#[test]
+fn eight_publishes_at_once_on_a_silent_redis_each_give_up_within_their_own_timeout() {
+    let silent = SilentRedis::start();
+    let log = Arc::new(RedisLog::connect(&silent.url, "sse").unwrap());
+    let started = Instant::now();
+    let publishers: Vec<_> = (0..8)
+        .map(|i| {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                let err = log.publish(&format!("m{i}"), 0).unwrap_err();
+                (err, started.elapsed())
+            })
+        })
+        .collect();
+    let mut took = Vec::new();
+    for publisher in publishers {
+        let (err, elapsed) = publisher.join().unwrap();
+        // The commands went out and no answer came: they may have run.
+        assert!(err.may_have_been_sent(), "{err}");
+        took.push(elapsed);
+    }
+    // Each within its own limit: none waited for another, which would take a limit more.
+    let slowest = *took.iter().max().unwrap();
+    assert!(slowest < 2 * redis_log::PUBLISH_TIMEOUT, "{took:?}");
+    eprintln!("8 publishes at once on a silent Redis gave up after {took:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -589,7 +785,8 @@ fn something_that_is_not_redis_is_refused_at_connect() {
 
 #[test]
 fn a_tail_on_a_broken_server_logs_sleeps_and_returns_nothing() {
-    // The fake answers PING for RedisLog::connect, then a broken reply to the tail's XREAD.
+    // The fake answers PING for RedisLog::connect, then a broken reply to the tail's first
+    // command.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("redis://{}", listener.local_addr().unwrap());
     let server = thread::spawn(move || {

@@ -1,6 +1,7 @@
-//! Several instances sharing one log in Redis (contract, "v2"), seen from outside: servers
-//! started in this process on one `redis-server`, the binary as a user starts it, a fake Redis
-//! that misbehaves, and `deploy/run-cluster.sh` with nginx in front.
+//! Several instances sharing one log in Redis (contract, "v2" and "v3"), seen from outside:
+//! servers started in this process on one `redis-server` (restarted with its data or without),
+//! the binary as a user starts it, a proxy that loses replies, a fake Redis that misbehaves or
+//! never answers, and `deploy/run-cluster.sh` with nginx in front, Redis stopped and started.
 //!
 //! Needs `redis-server` (and for the cluster test nginx, openssl and curl too). Without them
 //! each test prints "skipped" and passes, except under CI (`CI=true`), where it fails: CI
@@ -17,7 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::curl::Curl;
-use common::redis::Redis;
+use common::redis::{Fate, LossyProxy, Redis};
 use common::tools::{find_on_path, free_port, tools_or_skip, TempDir};
 use common::{
     get, json_number, post, server_command, without_server_env, Event, EventStream, TestServer,
@@ -540,6 +541,73 @@ fn while_redis_is_down_send_answers_503_and_streams_tick_then_every_stream_resum
     nothing_more(&mut replayed, "client of C");
 }
 
+#[test]
+fn redis_restarted_empty_under_two_live_instances_every_later_send_reaches_every_stream_with_ids_still_rising(
+) {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = instance(&redis.url(), "sse", QUIET_TICK);
+    let b = instance(&redis.url(), "sse", QUIET_TICK);
+    let mut streams = vec![("A", open(&a, None)), ("B", open(&b, None))];
+    a.wait_for_clients(1, PROMPTLY);
+    b.wait_for_clients(1, PROMPTLY);
+    // What /send answered 200 for, in id order.
+    let mut accepted = Vec::new();
+    for (server, message) in [(&a, "before 1"), (&b, "before 2"), (&a, "before 3")] {
+        accepted.push((send(server, message).0, message.to_string()));
+    }
+    for (name, stream) in &mut streams {
+        assert_eq!(messages(stream, 3, PROMPTLY), accepted, "client of {name}");
+    }
+
+    // Redis restarts with nothing, as the cluster recipe's does (no persistence). Ids go on from
+    // what each instance has seen, not from 1, and every live stream gets every message.
+    redis.restart_empty();
+    for (server, message) in [(&b, "after 4"), (&a, "after 5")] {
+        let id = send(server, message).0;
+        assert_eq!(id, accepted.len() as u64 + 1, "{message}");
+        accepted.push((id, message.to_string()));
+    }
+    // Each tail reads on after 3 once it has reconnected (at most RETRY_MAX after a failure).
+    let resume_within = redis_log::RETRY_MAX + PROMPTLY;
+    for (name, stream) in &mut streams {
+        assert_eq!(
+            messages(stream, 2, resume_within),
+            accepted[3..],
+            "client of {name}"
+        );
+    }
+
+    // Again, and this time an instance that has seen nothing starts after it: the live
+    // instances' tails have moved the count back up to 5, so it continues above, too.
+    redis.restart_empty();
+    let within = redis_log::TAIL_WAIT + redis_log::RETRY_MAX + PROMPTLY;
+    redis.wait_for_value("sse:id", "5", within);
+    let c = instance(&redis.url(), "sse", QUIET_TICK);
+    streams.push(("C", open(&c, None)));
+    c.wait_for_clients(1, PROMPTLY);
+    assert_eq!(send(&c, "after 6").0, 6);
+    accepted.push((6, "after 6".to_string()));
+    for (name, stream) in &mut streams {
+        assert_eq!(
+            messages(stream, 1, resume_within),
+            accepted[5..],
+            "client of {name}"
+        );
+        nothing_more(stream, &format!("client of {name}"));
+    }
+
+    // A browser that saw 2 reconnects: each id it is replayed names the message /send answered
+    // it for. B holds them all; C holds only what Redis has held since the restart.
+    let mut to_b = open(&b, Some(2));
+    assert_eq!(messages(&mut to_b, 4, PROMPTLY), accepted[2..]);
+    nothing_more(&mut to_b, "a browser reconnecting to B");
+    let mut to_c = open(&c, Some(2));
+    assert_eq!(messages(&mut to_c, 1, PROMPTLY), accepted[5..]);
+    nothing_more(&mut to_c, "a browser reconnecting to C");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. The binary, when Redis cannot be had at startup
 
@@ -638,7 +706,7 @@ fn a_redis_url_that_cannot_be_right_is_a_setting_error_exiting_2() {
 // ---------------------------------------------------------------------------------------------
 // 5. A Redis that misbehaves
 
-/// What the fake Redis answers to every command but `PING` and the startup `XREVRANGE`.
+/// What the fake Redis answers to every command but `PING` and what the server reads at startup.
 #[derive(Clone, Copy, Debug)]
 enum Misbehaviour {
     /// Bytes that are not RESP at all.
@@ -653,11 +721,13 @@ enum Misbehaviour {
     Endless,
     /// One byte every 50 ms of a simple string that never ends.
     Dribbling,
+    /// No answer at all, on a connection left open.
+    Silent,
 }
 
-/// A fake Redis on a free loopback port: answers `PING`, and `XREVRANGE` with an empty log (so
-/// the server starts), then misbehaves on anything else (the publish's `EVAL`, the tail's
-/// `XREAD`). Stops on drop; each connection's thread ends within a minute in any case.
+/// A fake Redis on a free loopback port: answers `PING`, and the newest id and `XREVRANGE` with
+/// an empty log (so the server starts), then misbehaves on anything else (the publish's `EVAL`,
+/// the tail's). Stops on drop; each connection's thread ends within a minute in any case.
 struct FakeRedis {
     url: String,
     /// Command names received, in order.
@@ -741,17 +811,25 @@ fn fake_connection(
                 Err(_) => return,
             }
         };
-        let name = match &command {
+        let (name, arg_count) = match &command {
             Reply::Array(Some(args)) => match args.first() {
-                Some(Reply::Bulk(Some(name))) => String::from_utf8_lossy(name).to_uppercase(),
-                _ => String::new(),
+                Some(Reply::Bulk(Some(name))) => {
+                    (String::from_utf8_lossy(name).to_uppercase(), args.len())
+                }
+                _ => (String::new(), 0),
             },
-            _ => String::new(),
+            _ => (String::new(), 0),
+        };
+        // The script that reads the newest id at startup has two keys and no other argument.
+        let name = match (name.as_str(), arg_count) {
+            ("EVAL", 5) => "EVAL newest id".to_string(),
+            _ => name,
         };
         commands.lock().unwrap().push(name.clone());
         let answer: &[u8] = match name.as_str() {
             "PING" => b"+PONG\r\n",
-            // The history read at startup: an empty log.
+            // What the server reads at startup: an empty log.
+            "EVAL newest id" => b":0\r\n",
             "XREVRANGE" => b"*0\r\n",
             _ => return misbehave(&mut stream, misbehaviour, stop, deadline),
         };
@@ -790,6 +868,7 @@ fn misbehave(stream: &mut TcpStream, how: Misbehaviour, stop: &AtomicBool, deadl
                 }
             }
         }
+        Misbehaviour::Silent => hold_open(stream, running),
         Misbehaviour::Dribbling => {
             let mut byte = b'+';
             while running() && stream.write_all(&[byte]).is_ok() {
@@ -828,8 +907,8 @@ fn send_answers_503_and_the_server_keeps_serving(how: Misbehaviour) {
     let first = stream.next_event(PROMPTLY).expect("a first tick");
     assert_eq!(first.kind, "tick", "{first:?}");
 
-    // A few seconds at most: Redis's reply time limit, and room for a loaded machine.
-    let few_seconds = redis_log::TIMEOUT + Duration::from_secs(2);
+    // A few seconds at most: a publish's time limit, and room for a loaded machine.
+    let few_seconds = redis_log::PUBLISH_TIMEOUT + Duration::from_secs(2);
     for attempt in 1..=2 {
         let answer = try_send(&server, "hello");
         assert_unavailable(&answer, &format!("{how:?}, attempt {attempt}"));
@@ -888,6 +967,85 @@ fn send_answers_503_when_redis_dribbles_a_reply_that_never_ends() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 5b. A reply lost, a Redis stuck (contract v3)
+
+#[test]
+fn a_send_whose_reply_is_lost_after_redis_ran_it_answers_200_with_its_id_and_is_broadcast_once() {
+    let Some(redis) = Redis::start() else { return };
+    let proxy = LossyProxy::start(&redis, &[Fate::RunThenDrop], Fate::Forward);
+    let server = instance(&proxy.url, "sse", QUIET_TICK);
+    let mut stream = open(&server, None);
+    server.wait_for_clients(1, PROMPTLY);
+    assert_eq!(send(&server, "once"), (1, 1));
+    assert_eq!(messages(&mut stream, 1, PROMPTLY), owned(&[(1, "once")]));
+    nothing_more(&mut stream, "the client");
+    assert_eq!(redis.stream_len("sse"), 1);
+    assert_eq!(send(&server, "next").0, 2);
+}
+
+#[test]
+fn a_send_that_cannot_find_out_whether_it_landed_answers_503_saying_it_may_have_been_sent() {
+    let Some(redis) = Redis::start() else { return };
+    // Every reply to a publish is lost: the first try's, and each answer to "did it land?".
+    let proxy = LossyProxy::start(&redis, &[], Fate::RunThenDrop);
+    let server = instance(&proxy.url, "sse", QUIET_TICK);
+    let mut stream = open(&server, None);
+    server.wait_for_clients(1, PROMPTLY);
+    let answer = try_send(&server, "maybe");
+    assert_unavailable(&answer, "every reply lost");
+    assert!(answer.body.contains("may or may not"), "{}", answer.body);
+    assert!(!answer.body.contains("nothing was sent"), "{}", answer.body);
+    assert!(
+        answer.took < redis_log::PUBLISH_TIMEOUT + PROMPTLY,
+        "{:?}",
+        answer.took
+    );
+    // It did land, once (each retry found its token): every client gets it, once.
+    assert_eq!(messages(&mut stream, 1, PROMPTLY), owned(&[(1, "maybe")]));
+    nothing_more(&mut stream, "the client");
+    assert_eq!(redis.stream_len("sse"), 1);
+}
+
+#[test]
+fn eight_sends_at_once_to_a_redis_that_never_answers_each_answer_503_within_their_own_timeout() {
+    let fake = FakeRedis::start(Misbehaviour::Silent);
+    let url = fake.url.clone();
+    let server = Arc::new(TestServer::start(move |c| {
+        c.redis = Some(url);
+        c.interval = QUIET_TICK;
+    }));
+    // The commands went out and no answer came: they may have run, and the 503 says so.
+    let check = |answer: &Answer, what: &str| {
+        assert_unavailable(answer, what);
+        assert!(
+            answer.body.contains("may or may not"),
+            "{what}: {}",
+            answer.body
+        );
+        // Its own limit: none waited for another stuck call, which would take a limit more.
+        let limit = 2 * redis_log::PUBLISH_TIMEOUT;
+        assert!(answer.took < limit, "{what}: 503 after {:?}", answer.took);
+    };
+    let alone = try_send(&server, "alone");
+    check(&alone, "alone");
+    let senders: Vec<_> = (0..8)
+        .map(|i| {
+            let server = Arc::clone(&server);
+            thread::spawn(move || try_send(&server, &format!("at once {i}")))
+        })
+        .collect();
+    let answers: Vec<Answer> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    for (i, answer) in answers.iter().enumerate() {
+        check(answer, &format!("send {i} of 8"));
+    }
+    let took: Vec<Duration> = answers.iter().map(|a| a.took).collect();
+    eprintln!(
+        "/send on a silent Redis: alone {:?}, 8 at once {took:?}",
+        alone.took
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // 6. deploy/run-cluster.sh, as a new user runs it
 
 /// The tools the cluster script needs, or None after printing why the test is skipped. Panics
@@ -908,6 +1066,8 @@ struct Cluster {
     printed: Vec<String>,
     stopped: bool,
     dir: TempDir,
+    /// The script's terminal, as far as reading Enter goes.
+    stdin: ChildStdin,
 }
 
 impl Cluster {
@@ -924,12 +1084,13 @@ impl Cluster {
             .env("REDIS_PORT", redis_port.to_string())
             .env_remove("INSTANCES")
             .process_group(0)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .expect("start deploy/run-cluster.sh");
         let stdout = child.stdout.take().unwrap();
+        let stdin = child.stdin.take().unwrap();
         let (tx, lines) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -945,6 +1106,7 @@ impl Cluster {
             printed: Vec::new(),
             stopped: false,
             dir,
+            stdin,
         }
     }
 
@@ -981,6 +1143,33 @@ impl Cluster {
                 return Ok(instances);
             }
         }
+    }
+
+    /// Reads what the script prints until a line that contains `text`, and returns it.
+    fn line_with(&mut self, text: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let line = match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => line,
+                Err(RecvTimeoutError::Timeout) => panic!("no {text:?} within {within:?}: {self}"),
+                Err(RecvTimeoutError::Disconnected) => panic!("the script ended: {self}"),
+            };
+            self.printed.push(line.clone());
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    /// Enter, typed in the script's terminal.
+    fn press_enter(&mut self) {
+        self.stdin
+            .write_all(b"\n")
+            .expect("the script reads its stdin");
+        self.stdin.flush().unwrap();
     }
 
     /// SIGTERM to the whole group, as Ctrl-C in its terminal would (the script's trap stops what
@@ -1028,25 +1217,30 @@ impl Drop for Cluster {
     }
 }
 
-#[test]
-fn through_the_cluster_script_a_message_sent_to_instance_1_reaches_streams_via_instance_2_and_nginx(
-) {
-    let Some(curl) = cluster_tools() else { return };
-    let started = Instant::now();
-    // The ports are free when picked, but another program may take one before the script binds
-    // it; the script then stops and says so, and is started again on other ports.
+/// The cluster script started on free ports, with its instances' addresses, its nginx port and
+/// its Redis port. The ports are free when picked, but another program may take one before the
+/// script binds it; the script then stops at once and says so, and is started again on others.
+fn start_cluster() -> (Cluster, Vec<SocketAddr>, u16, u16) {
     let mut attempts = 0;
-    let (mut cluster, instances, https_port) = loop {
+    loop {
         attempts += 1;
         let (https_port, redis_port) = (free_port(), free_port());
         let mut cluster = Cluster::start(https_port, redis_port);
         // It builds the release binary first: minutes from scratch on a small machine.
         match cluster.instances(https_port, Duration::from_secs(900)) {
-            Ok(instances) => break (cluster, instances, https_port),
-            Err(why) if attempts < 3 && why.contains(" taken?") => eprintln!("again: {why}"),
+            Ok(instances) => return (cluster, instances, https_port, redis_port),
+            Err(why) if attempts < 3 && why.contains("taken") => eprintln!("again: {why}"),
             Err(why) => panic!("{why}"),
         }
-    };
+    }
+}
+
+#[test]
+fn through_the_cluster_script_a_message_sent_to_instance_1_reaches_streams_via_instance_2_and_nginx(
+) {
+    let Some(curl) = cluster_tools() else { return };
+    let started = Instant::now();
+    let (mut cluster, instances, https_port, _) = start_cluster();
     let ready_after = started.elapsed();
     assert_eq!(instances.len(), 3, "three instances by default: {cluster}");
 
@@ -1096,4 +1290,100 @@ fn through_the_cluster_script_a_message_sent_to_instance_1_reaches_streams_via_i
         "cluster ready after {ready_after:?}, whole test {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn through_the_cluster_script_stopping_redis_leaves_the_rest_serving_and_enter_starts_it_again() {
+    let Some(curl) = cluster_tools() else { return };
+    let (mut cluster, instances, https_port, redis_port) = start_cluster();
+    let nginx = format!("https://127.0.0.1:{https_port}");
+    let send_to_1 = |message: &str| {
+        post(
+            &format!("http://{}/send", instances[0]),
+            "application/x-www-form-urlencoded",
+            &format!("message={message}"),
+        )
+    };
+    let mut via_2 = EventStream::open(instances[1], &[]);
+    assert_eq!(via_2.status(), 200, "{}", via_2.head);
+    let (status, body) = send_to_1("before");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_number(&body, "id"), 1, "{body}");
+    let on_2 = via_2.next_message(PROMPTLY).map(id_and_data);
+    assert_eq!(on_2, Some((1, "before".to_string())), "{cluster}");
+
+    // Redis stops, as `redis-cli -p PORT shutdown` (the banner's suggestion) stops it.
+    let redis_url = resp::Url::parse(&format!("redis://127.0.0.1:{redis_port}")).unwrap();
+    let mut redis = resp::Connection::connect(&redis_url, PROMPTLY).unwrap();
+    let _ = redis.call(&[b"SHUTDOWN", b"NOSAVE"]); // answered by the connection closing
+    cluster.line_with("Redis stopped", PROMPTLY);
+    cluster.line_with("Press Enter here to start Redis again", PROMPTLY);
+
+    // Everything else keeps running: /send answers 503, straight and through nginx, and the
+    // stream keeps ticking.
+    let (status, body) = send_to_1("while down");
+    assert_eq!(status, 503, "{body}");
+    let (version, status, body) = common::curl::post(
+        &curl,
+        &format!("{nginx}/send"),
+        &["-d", "message=while+down"],
+    );
+    assert_eq!((version.as_str(), status), ("2", 503), "{body}");
+    for n in 1..=2 {
+        let event = via_2.next_event(PROMPTLY);
+        let kind = event.map(|e| e.kind);
+        assert_eq!(
+            kind.as_deref(),
+            Some("tick"),
+            "tick {n} while Redis is down"
+        );
+    }
+
+    // Enter starts it again (empty): /send works again, ids go on rising, streams get them.
+    cluster.press_enter();
+    cluster.line_with("Redis is back", PROMPTLY);
+    let (status, body) = send_to_1("after");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_number(&body, "id"), 2, "{body}");
+    let resume_within = redis_log::RETRY_MAX + PROMPTLY;
+    let on_2 = via_2.next_message(resume_within).map(id_and_data);
+    assert_eq!(on_2, Some((2, "after".to_string())), "{cluster}");
+    let (version, status, body) =
+        common::curl::post(&curl, &format!("{nginx}/send"), &["-d", "message=again"]);
+    assert_eq!((version.as_str(), status), ("2", 200), "{body}");
+    assert_eq!(json_number(&body, "id"), 3, "{body}");
+    cluster.stop();
+}
+
+#[test]
+fn the_cluster_script_fails_at_once_naming_a_port_that_is_taken() {
+    let Some(_curl) = cluster_tools() else { return };
+    for taken in ["HTTPS_PORT", "REDIS_PORT"] {
+        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = holder.local_addr().unwrap().port().to_string();
+        let free = free_port().to_string();
+        let (https_port, redis_port) = match taken {
+            "HTTPS_PORT" => (&port, &free),
+            _ => (&free, &port),
+        };
+        let mut command = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/run-cluster.sh"
+        ));
+        without_server_env(&mut command)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("HTTPS_PORT", https_port)
+            .env("REDIS_PORT", redis_port);
+        let exited = run_to_exit(command, PROMPTLY);
+        assert_ne!(exited.code, Some(0), "{taken}: {}", exited.stderr);
+        let first_line = exited.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first_line.contains(&port) && first_line.contains(taken),
+            "{taken}: {first_line:?}"
+        );
+        // Before anything started, so no banner: it comes only once every port is bound.
+        assert!(!exited.stdout.contains("behind nginx"), "{}", exited.stdout);
+        eprintln!("{taken} taken: exited after {:?}", exited.took);
+        drop(holder);
+    }
 }

@@ -442,11 +442,23 @@ impl fmt::Display for Url {
 // ---------------------------------------------------------------------------------------------
 // The connection
 
-/// A socket whose reads give up at a deadline, so that a reply has a time limit as a whole: a
-/// server sending one byte a second cannot keep a call waiting forever.
+/// A socket whose reads and writes give up at a deadline, so that a command and its reply have a
+/// time limit as a whole: a server sending one byte a second cannot keep a call waiting forever.
 struct DeadlineStream {
     stream: TcpStream,
     deadline: Instant,
+}
+
+impl DeadlineStream {
+    /// The time left before the deadline, as an error once there is none. (A zero timeout
+    /// means "no timeout" to `set_read_timeout`, so the deadline is checked here.)
+    fn time_left(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        Ok(left)
+    }
 }
 
 impl Read for DeadlineStream {
@@ -455,21 +467,32 @@ impl Read for DeadlineStream {
     }
 }
 
+impl Write for DeadlineStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.time_left()?))?;
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(()) // nothing is buffered on the way out
+    }
+}
+
 /// One connection to Redis: send a command, read its reply, with a time limit on both.
 ///
-/// After any error other than [`Error::Server`] the connection may be halfway through a reply,
-/// and nobody knows where the next one would start: every later call fails at once. Open a new
-/// connection instead.
+/// After any error other than [`Error::Server`] the connection may be halfway through a command
+/// or a reply, and nobody knows where the next reply would start: every later call fails at
+/// once. Open a new connection instead.
 pub struct Connection {
     reader: BufReader<DeadlineStream>,
     timeout: Duration,
-    /// Set while a call is under way and left set if it fails.
+    /// Set from sending a command until its whole reply is read; still set after an error.
     broken: bool,
 }
 
 impl Connection {
     /// Connects to `url` and selects its database. `timeout` limits the connect, then each
-    /// write and each reply.
+    /// [`call`](Connection::call).
     ///
     /// # Errors
     /// [`Error::Connect`], which names the URL.
@@ -495,7 +518,6 @@ impl Connection {
             }
         }
         let stream = stream.ok_or_else(|| failed(last_error))?;
-        stream.set_write_timeout(Some(timeout))?;
         // Commands are small and each waits for its reply: send them at once, not after Nagle's
         // delay.
         stream.set_nodelay(true)?;
@@ -539,16 +561,48 @@ impl Connection {
     /// # Errors
     /// As for [`call`](Connection::call).
     pub fn call_waiting(&mut self, args: &[&[u8]], wait: Duration) -> Result<Reply, Error> {
+        self.call_by(args, Instant::now() + self.timeout + wait)
+    }
+
+    /// Like [`call`](Connection::call), with the whole call (command and reply) done by
+    /// `deadline` instead of within the connection's timeout.
+    ///
+    /// # Errors
+    /// As for [`call`](Connection::call).
+    pub fn call_by(&mut self, args: &[&[u8]], deadline: Instant) -> Result<Reply, Error> {
+        self.send(args, deadline)?;
+        self.receive(deadline)
+    }
+
+    /// The first half of a call: writes the whole command by `deadline`. Once this returns `Ok`,
+    /// Redis may run the command even if its reply never arrives; after an error it did not
+    /// (Redis runs a command only once all of it has come, and this connection is unusable now,
+    /// so the rest never will).
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`], [`Error::Closed`], [`Error::Io`]; or [`Error::Protocol`] when the
+    /// connection is unusable after an earlier error.
+    pub fn send(&mut self, args: &[&[u8]], deadline: Instant) -> Result<(), Error> {
         if self.broken {
             return Err(Error::Protocol(
                 "connection unusable after an earlier error",
             ));
         }
         self.broken = true;
-        // One write for the whole command.
-        let mut stream = &self.reader.get_ref().stream;
+        let stream = self.reader.get_mut();
+        stream.deadline = deadline;
+        // One write for the whole command (the reader's buffer holds replies only).
         stream.write_all(&encode_command(args))?;
-        self.reader.get_mut().deadline = Instant::now() + self.timeout + wait;
+        Ok(())
+    }
+
+    /// The second half of a call: reads the reply to the command [`send`](Connection::send)
+    /// wrote, by `deadline`.
+    ///
+    /// # Errors
+    /// As for [`call`](Connection::call).
+    pub fn receive(&mut self, deadline: Instant) -> Result<Reply, Error> {
+        self.reader.get_mut().deadline = deadline;
         let reply = read_reply(&mut self.reader)?;
         // A whole reply was read, an error reply too: the next call starts on a clean reply.
         self.broken = false;

@@ -1,18 +1,25 @@
 //! A real `redis-server` for the tests: on a free loopback port, in a scratch directory, with
 //! nothing saved to disk unless a test stops it with [`Redis::stop`] (`SHUTDOWN SAVE`), which
-//! [`Redis::launch`] then loads back, as a Redis with persistence would.
+//! [`Redis::launch`] then loads back, as a Redis with persistence would; [`Redis::restart_empty`]
+//! is a Redis without persistence coming back. And [`LossyProxy`], which stands between an
+//! instance and Redis and loses replies on purpose.
 //!
 //! Without `redis-server` a test prints "skipped" and passes, except under CI (`CI=true`), where
 //! it fails: CI installs it. `REDIS_SERVER=/nowhere cargo test --test redis` shows the skip; a
 //! path there also picks the binary to use.
 
+use std::collections::VecDeque;
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sse_server::redis::resp::{Connection, Reply, Url};
+use sse_server::redis::resp::{self, Connection, Error, Reply, Url};
 
 use super::tools::{find_tool, free_port, tools_or_skip, TempDir};
 use super::PROMPTLY;
@@ -100,6 +107,55 @@ impl Redis {
         }
     }
 
+    /// Stops redis-server without saving and starts it again with nothing: what a Redis without
+    /// persistence (the cluster recipe's) does when it restarts.
+    pub fn restart_empty(&mut self) {
+        let url = Url::parse(&self.url()).unwrap();
+        let mut redis = Connection::connect(&url, PROMPTLY).expect("connect to stop it");
+        let _ = redis.call(&[b"SHUTDOWN", b"NOSAVE"]);
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + PROMPTLY;
+        while matches!(child.try_wait(), Ok(None)) {
+            assert!(Instant::now() < deadline, "redis-server did not stop");
+            thread::sleep(Duration::from_millis(10));
+        }
+        // Whatever an earlier `stop` saved would be loaded back.
+        let _ = fs::remove_file(self.dir.0.join("dump.rdb"));
+        self.launch();
+    }
+
+    /// The value of a plain key in database 0 (None if it does not exist).
+    pub fn get(&self, key: &str) -> Option<String> {
+        match self.connection(0).call(&[b"GET", key.as_bytes()]).unwrap() {
+            Reply::Bulk(Some(value)) => Some(String::from_utf8(value).unwrap()),
+            _ => None,
+        }
+    }
+
+    /// How many entries the stream `key` holds (`XLEN`).
+    pub fn stream_len(&self, key: &str) -> i64 {
+        match self.connection(0).call(&[b"XLEN", key.as_bytes()]).unwrap() {
+            Reply::Integer(n) => n,
+            other => panic!("XLEN answered {other:?}"),
+        }
+    }
+
+    /// Waits (bounded by `within`) until `key` holds `value`; panics if it never does.
+    pub fn wait_for_value(&self, key: &str, value: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let now = self.get(key);
+            if now.as_deref() == Some(value) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{key} is {now:?} after {within:?}, expected {value}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
@@ -122,6 +178,158 @@ impl Drop for Redis {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A proxy that loses replies
+
+/// What [`LossyProxy`] does with a publish (an `EVAL` of the script that adds an entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Passes it to Redis and the reply back, as a plain relay.
+    Forward,
+    /// Runs it on Redis, then closes the connection instead of passing the reply on: the
+    /// broadcast landed, and the instance cannot know.
+    RunThenDrop,
+    /// Closes the connection without passing it on: it never ran, and the instance cannot know.
+    DropBefore,
+}
+
+/// A Redis for one instance that is the real one behind a relay: every command goes through to
+/// `redis`, except that the publishes meet their [`Fate`] in turn (then `otherwise`).
+pub struct LossyProxy {
+    /// `redis://127.0.0.1:<the proxy's port>`: give it to the instance.
+    pub url: String,
+    /// Publishes that reached the proxy, first tries and retries alike.
+    pub publishes: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl LossyProxy {
+    pub fn start(redis: &Redis, fates: &[Fate], otherwise: Fate) -> LossyProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = LossyProxy {
+            url: format!("redis://{}", listener.local_addr().unwrap()),
+            publishes: Arc::default(),
+            stop: Arc::default(),
+        };
+        let upstream = Url::parse(&redis.url()).unwrap();
+        let fates = Arc::new(Mutex::new(fates.iter().copied().collect::<VecDeque<_>>()));
+        let (publishes, stop) = (Arc::clone(&proxy.publishes), Arc::clone(&proxy.stop));
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let (upstream, fates, publishes) =
+                    (upstream.clone(), Arc::clone(&fates), Arc::clone(&publishes));
+                thread::spawn(move || {
+                    let fate = || fates.lock().unwrap().pop_front().unwrap_or(otherwise);
+                    relay(client, &upstream, &publishes, fate);
+                });
+            }
+        });
+        proxy
+    }
+}
+
+impl Drop for LossyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop, which then sees `stop`.
+        let _ = TcpStream::connect(self.url.trim_start_matches("redis://"));
+    }
+}
+
+/// Serves one client of the proxy: reads each command, runs it on a connection of its own to
+/// Redis, and writes the reply back, or not, as the publish's fate says.
+fn relay(
+    mut client: TcpStream,
+    upstream: &Url,
+    publishes: &AtomicUsize,
+    mut fate: impl FnMut() -> Fate,
+) {
+    // A client quiet this long has gone (XREAD BLOCK waits 2 s at most).
+    let _ = client.set_read_timeout(Some(Duration::from_secs(60)));
+    let Ok(mut redis) = Connection::connect(upstream, PROMPTLY) else {
+        return; // the client sees its connection close
+    };
+    let mut unread = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        // A command is an array of bulk strings, which resp::parse reads like any reply.
+        let command = loop {
+            match resp::parse(&unread) {
+                Ok(Some((command, used))) => {
+                    unread.drain(..used);
+                    break command;
+                }
+                Ok(None) => {}
+                Err(_) => return,
+            }
+            match client.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => unread.extend_from_slice(&buf[..n]),
+            }
+        };
+        let Reply::Array(Some(items)) = command else {
+            return;
+        };
+        let args: Vec<Vec<u8>> = items
+            .into_iter()
+            .filter_map(|item| match item {
+                Reply::Bulk(Some(arg)) => Some(arg),
+                _ => None,
+            })
+            .collect();
+        let is_publish = args.len() > 2
+            && args[0].eq_ignore_ascii_case(b"EVAL")
+            && args[1].windows(4).any(|w| w == b"XADD");
+        let fate = if is_publish {
+            publishes.fetch_add(1, Ordering::SeqCst);
+            fate()
+        } else {
+            Fate::Forward
+        };
+        if fate == Fate::DropBefore {
+            return;
+        }
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        // Room for XREAD BLOCK's wait.
+        let reply = match redis.call_waiting(&args, PROMPTLY) {
+            Ok(reply) => encode_reply(&reply),
+            Err(Error::Server(text)) => format!("-{text}\r\n").into_bytes(),
+            Err(_) => return,
+        };
+        if fate == Fate::RunThenDrop || client.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// A reply as Redis writes it (the inverse of `resp::parse`).
+pub fn encode_reply(reply: &Reply) -> Vec<u8> {
+    match reply {
+        Reply::Simple(text) => format!("+{text}\r\n").into_bytes(),
+        Reply::Error(text) => format!("-{text}\r\n").into_bytes(),
+        Reply::Integer(n) => format!(":{n}\r\n").into_bytes(),
+        Reply::Bulk(None) => b"$-1\r\n".to_vec(),
+        Reply::Bulk(Some(data)) => {
+            let mut out = format!("${}\r\n", data.len()).into_bytes();
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+            out
+        }
+        Reply::Array(None) => b"*-1\r\n".to_vec(),
+        Reply::Array(Some(items)) => {
+            let mut out = format!("*{}\r\n", items.len()).into_bytes();
+            for item in items {
+                out.extend(encode_reply(item));
+            }
+            out
         }
     }
 }
