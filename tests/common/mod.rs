@@ -480,9 +480,17 @@ impl Parser {
     }
 }
 
+/// Headless Firefox over WebDriver BiDi.
+pub mod bidi;
+/// Headless Chromium over the DevTools protocol.
+pub mod cdp;
 /// curl as the browser, for the tests behind nginx.
 pub mod curl;
+/// Quoting and reading JSON, for the browser drivers.
+pub mod json;
 /// A real redis-server for the tests that share a log through Redis.
 pub mod redis;
 /// Finding a tool, a free port, a scratch directory: for the tests that run other programs.
 pub mod tools;
+/// The WebSocket client both browser drivers talk through.
+pub mod websocket;
