@@ -6,6 +6,7 @@
 //! | `GET /events`  | [`crate::stream::serve_events`]| the event stream, until the client leaves |
 //! | `/send`        | [`send_message`]               | broadcasts a message, answers JSON        |
 //! | `POST /drop`   | [`drop_streams`]               | ends every stream, answers JSON           |
+//! | `GET /lab`     | `classroom/lab.rs`             | any bytes, for the page's Lab panel       |
 //!
 //! `/send` and `/drop` change something, so a request to them from another site's page is
 //! refused with 403 (see `classroom/origin.rs`).
@@ -16,7 +17,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::classroom::origin;
+use crate::classroom::{lab, origin};
 use crate::config::Config;
 use crate::http::{self, Request, RequestError, RequestReader, Response, Status};
 use crate::hub::Hub;
@@ -47,10 +48,12 @@ pub fn handle_connection(stream: &Arc<TcpStream>, peer: SocketAddr, config: &Con
         ("/events", "GET") => return stream::serve_events(stream, peer, &request, hub),
         ("/send", "GET" | "POST") => send_message(&mut reader, &request, hub),
         ("/drop", "POST") => Ok(drop_streams(hub)),
+        ("/lab", "GET") => return lab::serve_lab(stream, peer, &request, hub),
         ("/", _) => Err(RequestError::MethodNotAllowed { allow: "GET, HEAD" }),
         ("/events", _) => Err(RequestError::MethodNotAllowed { allow: "GET" }),
         ("/send", _) => Err(RequestError::MethodNotAllowed { allow: "GET, POST" }),
         ("/drop", _) => Err(RequestError::MethodNotAllowed { allow: "POST" }),
+        ("/lab", _) => Err(RequestError::MethodNotAllowed { allow: "GET" }),
         _ => Err(RequestError::NotFound),
     };
     match answer {

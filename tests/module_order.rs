@@ -14,13 +14,15 @@ fn part_one_len(lib: &str) -> usize {
 }
 
 /// The only places where the lesson (or `main.rs`) names a wing: (user, wing used).
-const SEAMS: [(&str, &str); 5] = [
+const SEAMS: [(&str, &str); 6] = [
     // The fan-out choosing the writer threads (`--broadcast-writers N`).
     ("hub", "fanout::writers"),
     // The hub using the shared log (`--redis URL`).
     ("hub", "redis::log"),
     // The routes calling the origin rule.
     ("routes", "classroom::origin"),
+    // The routes dispatching `GET /lab`.
+    ("routes", "classroom::lab"),
     // `main` printing the addresses for `--host 0.0.0.0`.
     ("main", "classroom::interfaces"),
     // `main` checking the Redis URL before binding.
