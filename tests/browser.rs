@@ -21,7 +21,7 @@ mod common;
 use std::time::Duration;
 
 use common::cdp::{attempt, Cdp, Chromium, WAIT};
-use common::json::{json_string, json_string_field};
+use common::json::{json_string, json_string_field, Json};
 use common::tools::{find_tool, tools_or_skip};
 use common::websocket::{base64_decode, base64_encode, sha1, WS_GUID};
 use common::{json_number, TestServer, PROMPTLY};
@@ -324,4 +324,19 @@ fn the_hand_written_helpers_match_known_values() {
         json_string_field(r#"{"value":"\ud83d\ude00 \u00e9"}"#, "value").unwrap(),
         "\u{1F600} \u{e9}"
     );
+    // A whole document, as BiDi answers: nested objects and arrays, numbers, a lone surrogate.
+    let doc = Json::parse(r#" {"id": 3, "result": {"ok": [true, null, -1.5e2, "\ud800x"]}} "#)
+        .expect("JSON");
+    assert_eq!(doc.at("id"), Some(&Json::Num(3.0)));
+    assert_eq!(
+        doc.at("result.ok").unwrap().as_array(),
+        [
+            Json::Bool(true),
+            Json::Null,
+            Json::Num(-150.0),
+            Json::Str("\u{FFFD}x".into())
+        ]
+    );
+    assert_eq!(Json::parse("{} x"), None);
+    assert_eq!(Json::parse(r#"{"a" 1}"#), None);
 }

@@ -22,7 +22,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 /// The profile's `user.js`: preferences read at start. Firefox may talk to loopback only: every
 /// other request goes to a proxy on the discard port, where nothing listens (Firefox never
-/// proxies loopback), and the services that would call home are off.
+/// proxies loopback), every host name resolves to 127.0.0.1 without asking DNS, and the services
+/// that would call home are off. (Checked with `ss -tunp` during a run: no other address.)
 const USER_JS: &str = r#"
 user_pref("network.proxy.type", 1);
 user_pref("network.proxy.http", "127.0.0.1");
@@ -31,6 +32,8 @@ user_pref("network.proxy.ssl", "127.0.0.1");
 user_pref("network.proxy.ssl_port", 9);
 user_pref("network.proxy.allow_hijacking_localhost", false);
 user_pref("network.trr.mode", 5);
+user_pref("network.dns.forceResolve", "127.0.0.1");
+user_pref("network.dns.native_https_query", false);
 user_pref("network.dns.disablePrefetch", true);
 user_pref("network.prefetch-next", false);
 user_pref("network.http.speculative-parallel-limit", 0);
@@ -85,6 +88,8 @@ impl Firefox {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .env("MOZ_CRASHREPORTER_DISABLE", "1")
+            // Without it, release builds ignore `services.settings.server` in user.js.
+            .env("MOZ_REMOTE_SETTINGS_DEVTOOLS", "1")
             .spawn()
             .unwrap_or_else(|err| panic!("start {}: {err}", binary.display()));
         let mut browser = Firefox {
