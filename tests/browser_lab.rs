@@ -437,7 +437,11 @@ const RUN_SCRIPT: &str = r#"async (runsJson, timeoutText) => {
         fired.push({ what: 'event', type: e.type, data: e.data, lastEventId: e.lastEventId });
       }
     };
-    for (const type of new Set([...run.types, 'reconnect'])) source.addEventListener(type, record);
+    // `message` through `onmessage`, as a page would; every other type needs a listener.
+    source.onmessage = record;
+    for (const type of new Set([...run.types, 'reconnect'])) {
+      if (type !== 'message') source.addEventListener(type, record);
+    }
   });
   return JSON.stringify(await Promise.all(JSON.parse(runsJson).map(one)));
 }"#;
