@@ -281,13 +281,14 @@ impl Runs {
         self.0.len()
     }
 
+    /// No run remembered.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
 
-/// Every run of this process. (A server is one per process; tests that start several in one
-/// process give each run its own token, so they never meet.)
+/// Every run this process has seen, whichever server took it. (`cargo run` starts one server;
+/// tests start several in one process, and give each run its own token, so runs never meet.)
 static RUNS: Mutex<Runs> = Mutex::new(Runs::new());
 
 /// `GET /lab`: checks the query, takes a place under the client cap, and answers the run's turn.
@@ -306,7 +307,9 @@ pub fn serve_lab(stream: &Arc<TcpStream>, peer: SocketAddr, request: &Request, h
         }
     };
     // A lab stream is a stream like `/events`: it counts against the client cap while it lasts
-    // (the hub's 503 otherwise). The place is given back when `_place` drops.
+    // (the hub's 503 otherwise). The place is given back when `_place` drops. It is taken before
+    // the run's turn is counted, so a 503 uses up nothing (even a later request, due a 204, gets
+    // the 503 when the server is full: either way the browser stops).
     let _place = match hub.subscribe(None) {
         Ok(place) => place,
         Err(err) => return http::answer_error(stream, peer, Some(request), &err),
