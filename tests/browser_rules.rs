@@ -202,6 +202,27 @@ fn retry_that_is_not_only_ascii_digits_is_ignored() {
 }
 
 #[test]
+fn an_empty_retry_reads_as_zero_as_firefox_does() {
+    // The spec is silent on an empty value. Firefox reads 0 and raises it to its 500 ms minimum;
+    // Chromium goes back to its 3000 ms default (`tests/browser_lab.rs`, preset retry-empty).
+    let mut parser = Parser::new();
+    parser.feed(b"retry: 500\nretry:\n");
+    assert_eq!(parser.reconnection_time, Some(0));
+    let mut parser = Parser::new();
+    parser.feed(b"retry: 500\nretry\n");
+    assert_eq!(parser.reconnection_time, Some(0));
+}
+
+#[test]
+fn event_message_and_an_empty_event_reach_onmessage() {
+    // Both are type `message`, the type `onmessage` listens to.
+    assert_eq!(
+        events(b"event: message\ndata: a\n\nevent:\ndata: b\n\n"),
+        [event("message", "a", ""), event("message", "b", "")]
+    );
+}
+
+#[test]
 fn an_unfinished_frame_at_the_end_is_dropped() {
     let mut parser = Parser::new();
     assert_eq!(

@@ -338,7 +338,9 @@ impl EventStream {
 }
 
 /// The HTML spec's "interpreting an event stream" (§9.2.6), fed bytes: what a browser's
-/// `EventSource` does with the body. `tests/browser_rules.rs` checks it rule by rule.
+/// `EventSource` does with the body. `tests/browser_rules.rs` checks it rule by rule, and
+/// `tests/browser_lab.rs` against headless Chromium and Firefox, preset by preset. Where the
+/// spec is silent or a browser departs from it, a comment says which browser it follows.
 #[derive(Default)]
 pub struct Parser {
     /// Bytes received and not yet part of a complete line.
@@ -354,7 +356,8 @@ pub struct Parser {
     /// The `EventSource`'s "last event ID string": set from the buffer at every dispatch, even
     /// one that fires nothing; sent back as `Last-Event-ID` on a reconnect.
     pub last_event_id: String,
-    /// The event stream's reconnection time, once a valid `retry:` line has set it.
+    /// The event stream's reconnection time, once a `retry:` line has set it (before that: the
+    /// browser's own default, which the spec leaves to it: Chromium 3000 ms, Firefox 5000 ms).
     pub reconnection_time: Option<u64>,
 }
 
@@ -420,8 +423,9 @@ impl Parser {
             self.after_cr = false;
         }
         let end = self.unread.iter().position(|&b| b == b'\n' || b == b'\r')?;
-        // The stream is decoded as UTF-8 whatever the headers say; invalid bytes become
-        // U+FFFD. CR and LF never occur inside a multi-byte character, so decoding a line at a
+        // The stream is decoded as UTF-8 whatever the headers say (as Firefox does; Chromium
+        // departs: it refuses a `charset` other than UTF-8, before any byte); invalid bytes
+        // become U+FFFD. CR and LF never occur inside a multi-byte character, so decoding a line at a
         // time gives the same text as decoding the whole stream.
         let line = String::from_utf8_lossy(&self.unread[..end]).into_owned();
         self.after_cr = self.unread[end] == b'\r';
@@ -449,9 +453,19 @@ impl Parser {
                 self.data.push_str(value);
                 self.data.push('\n');
             }
+            // An id containing NUL is ignored, as Chromium does. (Firefox departs: it also drops
+            // the next line, whose field name it reads as "id" plus that line's name.)
             "id" if !value.contains('\0') => self.last_event_id_buffer = value.to_string(),
-            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                self.reconnection_time = value.parse().ok()
+            // ASCII digits only, in effect at once. The spec is silent on an empty value (no
+            // digits are "only ASCII digits", but which integer are they?): this parser reads 0,
+            // as Firefox does (which then raises it to its 500 ms minimum); Chromium goes back
+            // to its 3000 ms default instead. Too many digits for a u64: ignored, as Chromium.
+            "retry" if value.bytes().all(|b| b.is_ascii_digit()) => {
+                if value.is_empty() {
+                    self.reconnection_time = Some(0);
+                } else if let Ok(ms) = value.parse() {
+                    self.reconnection_time = Some(ms);
+                }
             }
             _ => {} // unknown fields, an id with NUL, a retry that is not digits: ignored
         }
@@ -461,6 +475,8 @@ impl Parser {
     /// The blank line: set the last event ID, fire the event if there is data, reset the
     /// data and event type buffers (not the last event ID buffer).
     fn dispatch(&mut self) -> Option<Event> {
+        // Even a frame that fires nothing sets it, as Chromium does. (Firefox departs: it keeps
+        // an id only when its frame fires an event.)
         self.last_event_id = self.last_event_id_buffer.clone();
         let kind = std::mem::take(&mut self.event_type);
         if self.data.is_empty() {
@@ -469,6 +485,8 @@ impl Parser {
         let mut data = std::mem::take(&mut self.data);
         data.pop(); // the LF after the last data line
         Some(Event {
+            // No `event:` line, or an empty one: type `message`, which `onmessage` gets. So does
+            // `event: message`, the same type spelled out.
             kind: if kind.is_empty() {
                 "message".to_string()
             } else {
@@ -480,9 +498,17 @@ impl Parser {
     }
 }
 
+/// Headless Firefox over WebDriver BiDi.
+pub mod bidi;
+/// Headless Chromium over the DevTools protocol.
+pub mod cdp;
 /// curl as the browser, for the tests behind nginx.
 pub mod curl;
+/// Quoting and reading JSON, for the browser drivers.
+pub mod json;
 /// A real redis-server for the tests that share a log through Redis.
 pub mod redis;
 /// Finding a tool, a free port, a scratch directory: for the tests that run other programs.
 pub mod tools;
+/// The WebSocket client both browser drivers talk through.
+pub mod websocket;
