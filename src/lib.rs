@@ -24,9 +24,9 @@
 //!
 //! # Part II, the wings
 //!
-//! Optional parts, each in its own folder. Part I names them at four seams only: `hub` choosing
-//! the writer fan-out, `hub` using the shared log, `routes` calling the origin rule, and `main`
-//! printing the classroom addresses.
+//! Optional parts. Part I names them at a few seams only: `hub` choosing the writer fan-out,
+//! `hub` using the shared log, `routes` calling the origin rule, and `main` printing the classroom
+//! addresses and fitting the caps to the machine.
 //!
 //! 15. [`fanout::writers`]: the fast fan-out: a few writer threads write broadcasts and ticks to
 //!     every socket (`--broadcast-writers N`).
@@ -34,6 +34,8 @@
 //! 17. [`redis::log`]: the event log shared by several instances, kept in a Redis stream.
 //! 18. [`classroom::origin`]: refusing `/send` and `/drop` from other sites' pages (403).
 //! 19. [`classroom::interfaces`]: the addresses printed for `--host 0.0.0.0`.
+//! 20. [`capacity`]: how many connections the machine's limits let this process hold, and
+//!     `--max-clients` lowered to fit.
 //!
 //! `main.rs` only wires these together. Tests start a [`Server`] on port 0 in-process.
 
@@ -52,6 +54,7 @@ pub mod ticks;
 pub mod timestamp;
 pub mod urlencoded;
 
+pub mod capacity;
 pub mod classroom;
 pub mod fanout;
 pub mod redis;
