@@ -13,8 +13,8 @@ pub const DEFAULT_PORT: u16 = 3000;
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 /// Default tick interval: one `event: tick` per second per client (the `setInterval(..., 1000)`).
 pub const DEFAULT_INTERVAL_MS: u64 = 1000;
-/// Default cap on open `/events` streams. Each stream is one thread; Linux allows about 16,000
-/// threads per process here (`vm.max_map_count`), so the cap keeps well below that.
+/// Default cap on open `/events` streams. Each stream is one thread; a default Linux allows about
+/// 16,000 threads per process (`vm.max_map_count`), so the cap keeps well below that.
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// A client whose socket has not accepted a write for this long is dropped (contract: 10 s).
 pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 10_000;
@@ -82,6 +82,9 @@ pub struct Config {
     pub interval: Duration,
     /// Most `/events` streams open at once.
     pub max_clients: usize,
+    /// Connections kept beyond `max_clients` for requests that are not streams (not a flag:
+    /// [`SPARE_CONNECTIONS`], fewer if the machine allows few threads or files).
+    pub spare_connections: usize,
     /// How long one write may block before the client counts as gone.
     pub write_timeout: Duration,
     /// Threads that write broadcasts to the sockets (0: each connection thread does).
@@ -108,6 +111,7 @@ impl Default for Config {
             port: DEFAULT_PORT,
             interval: Duration::from_millis(DEFAULT_INTERVAL_MS),
             max_clients: DEFAULT_MAX_CLIENTS,
+            spare_connections: SPARE_CONNECTIONS,
             write_timeout: Duration::from_millis(DEFAULT_WRITE_TIMEOUT_MS),
             broadcast_writers: DEFAULT_BROADCAST_WRITERS,
             head_timeout: Duration::from_millis(DEFAULT_HEAD_TIMEOUT_MS),
@@ -139,16 +143,14 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Connections allowed beyond the client cap: page loads, `/send` calls and requests still being
-/// read. Together with the cap this bounds the number of threads. Linux counts about four memory
-/// maps per thread against `vm.max_map_count` (65,530 by default), and Rust aborts the whole
-/// process if the limit is hit while a new thread sets itself up (it maps a signal stack of its
-/// own), so the total must stay well below ~16,000.
+/// read, so a full house can still be broadcast to and dropped. Together with the cap this bounds
+/// the number of threads; `capacity.rs` lowers both when the machine allows fewer.
 pub const SPARE_CONNECTIONS: usize = 1024;
 
 impl Config {
-    /// Most connections (threads) open at once: the client cap plus [`SPARE_CONNECTIONS`].
+    /// Most connections (threads) open at once: the client cap plus the spare ones.
     pub fn max_connections(&self) -> usize {
-        self.max_clients.saturating_add(SPARE_CONNECTIONS)
+        self.max_clients.saturating_add(self.spare_connections)
     }
 
     /// Reads the real environment and command line.

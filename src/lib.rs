@@ -27,9 +27,10 @@
 //!
 //! # Part II, the wings
 //!
-//! Optional parts, each in its own folder. Part I names them at a few seams only: `hub` choosing
-//! the writer fan-out, `hub` using the shared log, `routes` calling the classroom wing (the
-//! origin rule, the `Host` check, the lab), and `main` printing the classroom addresses.
+//! Optional parts, in folders of their own (and `capacity.rs`). Part I names them at a few seams
+//! only: `hub` choosing the writer fan-out, `hub` using the shared log, `routes` calling the
+//! classroom wing (the origin rule, the `Host` check, the lab), and `main` printing the classroom
+//! addresses and fitting the caps to the machine (`capacity`).
 //!
 //! 16. [`fanout::writers`]: the fast fan-out: a few writer threads write broadcasts and ticks to
 //!     every socket (`--broadcast-writers N`).
@@ -40,6 +41,8 @@
 //! 21. [`classroom::host`]: refusing requests for a name that is not this server's (DNS
 //!     rebinding, 403).
 //! 22. [`classroom::lab`]: `GET /lab`, any bytes for the student's own browser to read.
+//! 23. [`capacity`]: how many connections the machine's limits let this process hold, and
+//!     `--max-clients` lowered to fit.
 //!
 //! `main.rs` only wires these together. Tests start a [`Server`] on port 0 in-process.
 //!
@@ -81,6 +84,7 @@ pub mod timestamp;
 pub mod urlencoded;
 pub mod wire;
 
+pub mod capacity;
 pub mod classroom;
 pub mod fanout;
 pub mod redis;

@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 use std::process::ExitCode;
 
+use sse_server::capacity;
 use sse_server::classroom::interfaces;
 use sse_server::config::{self, Command, Config};
 use sse_server::Server;
@@ -21,7 +22,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config_for_warnings = config.clone();
+    // Caps above what the machine's limits allow are lowered, and one line says so (capacity.rs).
+    let (config, lowered) = capacity::fit(&config, &capacity::Limits::of_this_process());
     let host = config.host.clone();
     let server = match Server::bind(config) {
         Ok(server) => server,
@@ -38,8 +40,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for warning in sse_server::server::capacity_warnings(&config_for_warnings) {
-        eprintln!("warning: {warning}");
+    if let Some(line) = lowered {
+        eprintln!("{line}");
     }
     // The one line scripts wait for: it carries the real port (useful with PORT=0).
     println!("Server running at {}", server.url());

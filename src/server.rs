@@ -24,10 +24,6 @@ use crate::wire;
 /// needs a few KiB, and only the pages it touches use memory.
 pub const THREAD_STACK_BYTES: usize = 64 * 1024;
 
-/// Memory maps Linux counts per thread against `vm.max_map_count`: the stack, its guard page, and
-/// the signal stack Rust sets up with its own guard page.
-pub const MAPS_PER_THREAD: usize = 4;
-
 /// Pause after `accept()` fails (for instance, out of file descriptors) so the loop does not spin.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -231,39 +227,6 @@ impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// Warnings about settings this machine cannot honour: more threads than `vm.max_map_count`
-/// allows, or more connections than the open-file limit (`ulimit -n`). Linux only; elsewhere none.
-pub fn capacity_warnings(config: &Config) -> Vec<String> {
-    let connections = config.max_connections();
-    let mut warnings = Vec::new();
-    let max_maps = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok();
-    if let Some(max_maps) = max_maps.and_then(|v| v.trim().parse::<usize>().ok()) {
-        let threads = max_maps / MAPS_PER_THREAD;
-        if connections > threads {
-            warnings.push(format!(
-                "--max-clients {} allows {connections} threads, but vm.max_map_count {max_maps} \
-                 allows about {threads}: lower --max-clients or raise the sysctl",
-                config.max_clients
-            ));
-        }
-    }
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let open_files = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))
-        .and_then(|line| line.split_whitespace().nth(3))
-        .and_then(|soft| soft.parse::<usize>().ok());
-    if let Some(open_files) = open_files.filter(|&n| n < connections) {
-        warnings.push(format!(
-            "ulimit -n is {open_files}: beyond about that many connections accept() fails \
-             (logged and survived); run `ulimit -n {}` first to hold {} clients",
-            connections + 64,
-            config.max_clients
-        ));
-    }
-    warnings
 }
 
 /// Answers 503 without a thread of its own: the socket is switched to non-blocking so the accept

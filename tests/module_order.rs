@@ -14,7 +14,7 @@ fn part_one_len(lib: &str) -> usize {
 }
 
 /// The only places where the lesson (or `main.rs`) names a wing: (user, wing used).
-const SEAMS: [(&str, &str); 6] = [
+const SEAMS: [(&str, &str); 7] = [
     // The fan-out choosing the writer threads (`--broadcast-writers N`).
     ("hub", "fanout::writers"),
     // The hub using the shared log (`--redis URL`).
@@ -27,6 +27,8 @@ const SEAMS: [(&str, &str); 6] = [
     ("routes", "classroom::lab"),
     // `main` printing the addresses for `--host 0.0.0.0`.
     ("main", "classroom::interfaces"),
+    // `main` lowering the caps to what the machine's limits allow.
+    ("main", "capacity"),
 ];
 
 /// The modules in the order a lib.rs doc comment lists them (`1. [`config`]: ...`).
