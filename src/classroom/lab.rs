@@ -380,7 +380,8 @@ fn reconnect_answer(last_event_id: Option<&str>, after: Duration) -> Vec<u8> {
     answer
 }
 
-/// `text` as a JSON string: quotes, backslashes and control characters escaped (RFC 8259 §7).
+/// `text` as a JSON string: quotes, backslashes and control characters escaped (RFC 8259 §7);
+/// U+2028 and U+2029 too, which older JavaScript refused inside a string literal.
 pub fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
@@ -391,7 +392,9 @@ pub fn json_string(text: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c < ' ' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if c < ' ' || c == '\u{2028}' || c == '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
             c => out.push(c),
         }
     }

@@ -1,26 +1,9 @@
 //! Just enough JSON for the browser drivers: quoting a string, and reading a value back. Both
 //! DevTools (Chromium) and WebDriver BiDi (Firefox) speak JSON over a WebSocket.
 
-/// `text` as a JSON string literal (also a valid JavaScript string literal).
-pub fn json_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            // Control characters, and the two line separators JavaScript once refused in strings.
-            c if c < ' ' || c == '\u{2028}' || c == '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+/// `text` as a JSON string literal (also a valid JavaScript string literal): the server's own
+/// encoder, which the Lab's reconnect report uses too.
+pub use sse_server::classroom::lab::json_string;
 
 /// The first string value of `"field":` in `json`, unescaped (no parse of the rest).
 pub fn json_string_field(json: &str, field: &str) -> Option<String> {
