@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::lab::{lab_bytes, page_presets, Preset};
 use common::{EventStream, TestServer, PROMPTLY};
 
 fn server() -> TestServer {
@@ -368,109 +369,10 @@ fn a_lab_stream_counts_against_the_client_cap() {
 
 // ---- The page's presets: each is a request the lab accepts, and answers byte for byte. ----
 
-/// One preset of `index.html`: `["id", "bytes", status, "type", "what it shows"],`.
-struct Preset {
-    id: String,
-    /// The bytes as the page's Bytes box writes them, with its escapes (`\n`, `\xFF`, ...).
-    escaped: String,
-    status: u16,
-    content_type: String,
-}
-
-/// The presets between `// LAB PRESETS BEGIN` and `// LAB PRESETS END`, one per line.
-fn presets() -> Vec<Preset> {
-    let page = sse_server::routes::PAGE;
-    let block = page
-        .split_once("// LAB PRESETS BEGIN\n")
-        .and_then(|(_, rest)| rest.split_once("// LAB PRESETS END"))
-        .expect("index.html has the presets block")
-        .0;
-    block
-        .lines()
-        .map(|line| {
-            let inner = line
-                .strip_prefix('[')
-                .and_then(|l| l.strip_suffix("],"))
-                .unwrap_or_else(|| panic!("not a preset line: {line}"));
-            let mut rest = inner;
-            let id = js_string(&mut rest);
-            let escaped = js_string(&mut rest);
-            let (status, after) = rest.split_once(',').unwrap();
-            rest = after.trim_start();
-            let content_type = js_string(&mut rest);
-            js_string(&mut rest);
-            assert!(rest.is_empty(), "{line}");
-            Preset {
-                id,
-                escaped,
-                status: status.trim().parse().unwrap(),
-                content_type,
-            }
-        })
-        .collect()
-}
-
-/// Reads a double-quoted JS string off the front of `rest` (and the `, ` after it).
-fn js_string(rest: &mut &str) -> String {
-    let body = rest.strip_prefix('"').expect("a string");
-    let mut out = String::new();
-    let mut chars = body.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => {
-                *rest = body[i + 1..].trim_start_matches(',').trim_start();
-                return out;
-            }
-            // Only `\\` and `\"`: the Bytes box's escapes are written with a doubled backslash.
-            '\\' => match chars.next() {
-                Some((_, e @ ('\\' | '"'))) => out.push(e),
-                other => {
-                    panic!("JS escape {other:?} in a preset: write the box's escapes as \\\\n")
-                }
-            },
-            c => out.push(c),
-        }
-    }
-    panic!("unterminated string");
-}
-
-/// The bytes the Bytes box's text stands for: `\n` `\r` `\0` `\\` `\xHH` `\uHHHH` (as UTF-8).
-fn unescape(text: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            let mut utf8 = [0u8; 4];
-            out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
-            continue;
-        }
-        let escape = chars
-            .next()
-            .unwrap_or_else(|| panic!("a lone backslash ends {text}"));
-        let mut hex = |n: usize| {
-            let digits: String = chars.by_ref().take(n).collect();
-            u32::from_str_radix(&digits, 16).unwrap_or_else(|_| panic!("bad escape in {text}"))
-        };
-        match escape {
-            'x' => out.push(hex(2) as u8),
-            'u' => {
-                let c = char::from_u32(hex(4)).unwrap_or('\u{FFFD}');
-                out.extend_from_slice(c.to_string().as_bytes());
-            }
-            'n' => out.push(b'\n'),
-            'r' => out.push(b'\r'),
-            '0' => out.push(0),
-            '\\' => out.push(b'\\'),
-            e => panic!("unknown escape \\{e} in {text}"),
-        }
-    }
-    out
-}
-
 #[test]
 fn every_preset_of_the_page_is_answered_byte_for_byte() {
     let server = server();
-    let presets = presets();
+    let presets = page_presets();
     assert!(presets.len() >= 30, "{} presets", presets.len());
     let mut ids = Vec::new();
     for preset in &presets {
@@ -484,10 +386,10 @@ fn every_preset_of_the_page_is_answered_byte_for_byte() {
         );
         assert!(!ids.contains(id), "{id} twice");
         ids.push(id.clone());
-        let bytes = unescape(&preset.escaped);
+        let bytes = &preset.bytes;
         let query = format!(
             "bytes={}&run={}&status={}&type={}",
-            encode(&bytes),
+            encode(bytes),
             fresh_run(),
             preset.status,
             encode(preset.content_type.as_bytes())
@@ -495,7 +397,7 @@ fn every_preset_of_the_page_is_answered_byte_for_byte() {
         let answer = lab(&server, &query, &[]);
         assert_eq!(answer.status(), preset.status, "{id}");
         assert_eq!(answer.headers, head_with_type(&preset.content_type), "{id}");
-        let expected: &[u8] = if preset.status == 204 { &[] } else { &bytes };
+        let expected: &[u8] = if preset.status == 204 { &[] } else { bytes };
         assert_eq!(answer.body, expected, "{id}");
     }
 }
@@ -503,7 +405,7 @@ fn every_preset_of_the_page_is_answered_byte_for_byte() {
 #[test]
 fn the_escapes_of_the_bytes_box_read_as_the_page_reads_them() {
     assert_eq!(
-        unescape(r"\uFEFFa\xFF\0\r\n\\n"),
+        lab_bytes(r"\uFEFFa\xFF\0\r\n\\n"),
         b"\xEF\xBB\xBFa\xFF\0\r\n\\n"
     );
 }
@@ -550,7 +452,7 @@ fn the_presets_cover_each_browser_rule_each_misconception_and_each_way_to_give_u
         .iter()
         .filter(|line| line.starts_with("- "))
         .count();
-    let sizes = group_sizes(&presets());
+    let sizes = group_sizes(&page_presets());
     // Ways to give up: a status other than 200, another type, another charset, 204.
     assert_eq!(sizes[..3], [rules, misconceptions, 4]);
 }

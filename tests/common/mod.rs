@@ -506,6 +506,8 @@ pub mod cdp;
 pub mod curl;
 /// Quoting and reading JSON, for the browser drivers.
 pub mod json;
+/// The page's Lab presets.
+pub mod lab;
 /// A real redis-server for the tests that share a log through Redis.
 pub mod redis;
 /// Finding a tool, a free port, a scratch directory: for the tests that run other programs.
