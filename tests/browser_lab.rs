@@ -552,25 +552,26 @@ const SOONER_MS: u64 = 20;
 /// late in Chromium with eight other jobs running).
 const LATER_MS: u64 = 1500;
 
-/// That `browser` waits about `retry: 100` asks, not Firefox's 500 ms, judged by the median wait
-/// of every preset that sends `retry: 100` (one slow reconnect on a busy machine is not a
-/// minimum).
+/// That `browser` waits about `retry: 100` asks, not Firefox's 500 ms, judged by the quickest
+/// reconnect of every preset that sends `retry: 100`: a loaded machine only ever adds delay, so a
+/// browser that honours 100 ms shows it at least once in some thirty reconnects, and a browser
+/// that raises it to 500 never reconnects sooner.
 fn honours_short_retries(browser: Browser, measured: &[(Wait, u64)]) -> Result<(), String> {
-    let mut waits: Vec<u64> = measured
+    let waits: Vec<u64> = measured
         .iter()
         .filter(|(wait, _)| *wait == Wait::Retry(100))
         .map(|(_, ms)| *ms)
         .collect();
-    waits.sort_unstable();
-    let Some(&median) = waits.get(waits.len() / 2) else {
+    let Some(&quickest) = waits.iter().min() else {
         return Ok(());
     };
     let expected = expected_ms(browser, Wait::Retry(100));
-    // Halfway between 100 and 500 ms tells the two apart.
-    match (expected < 300, median < 300) {
+    let floor = Browser::Firefox.honoured(100);
+    // Below Firefox's floor (less the clocks' slack) only if the browser honours 100 ms.
+    match (expected < floor, quickest + SOONER_MS < floor) {
         (true, true) | (false, false) => Ok(()),
         _ => Err(format!(
-            "{browser:?} after retry: 100 waits {median} ms (median of {waits:?}), not about {expected}"
+            "{browser:?} after retry: 100 waits at least {quickest} ms (of {waits:?}), not about {expected}"
         )),
     }
 }
