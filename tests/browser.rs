@@ -380,6 +380,16 @@ fn the_lab_reads_typed_bytes_and_says_what_each_end_means() {
         assert_eq!(bytes, preset.bytes, "{}", preset.id);
     }
 
+    // Every preset has a readable label in the menu, its id beside it.
+    assert_eq!(
+        page.eval("LAB_PRESETS.filter(([id]) => !LAB_LABELS[id]).map(([id]) => id).join(' ')"),
+        ""
+    );
+    assert_eq!(
+        page.eval("$('lab-preset').selectedOptions[0].textContent"),
+        "One leading BOM is stripped (bom)"
+    );
+
     // Typed with Enter, a line break is an LF: the stream below is a complete frame.
     let typed = "retry: 200\ndata: typed with Enter\n\n";
     clear_lab_box(&mut page);
@@ -414,6 +424,21 @@ fn the_lab_reads_typed_bytes_and_says_what_each_end_means() {
     );
     let typed_shot = page.screenshot("lab-typed-1280.png");
 
+    // A line break typed right after a \n or \r escape is only for reading, as in the presets.
+    clear_lab_box(&mut page);
+    type_text(&mut page, "data: x\\r\\n\n\\n\nmore");
+    assert_eq!(
+        page.eval("JSON.stringify(labBytes($('lab-bytes').value))"),
+        format!("{:?}", b"data: x\r\n\nmore").replace(' ', "")
+    );
+    let lone = page.eval(
+        r"(() => { try { labBytes('a\\'); return 'no error'; } catch (e) { return e.message; } })()",
+    );
+    assert!(
+        lone.starts_with("A lone backslash (line 1, column 2)"),
+        "{lone:?}"
+    );
+
     // A backslash that starts no escape: an error beside Run, and no run.
     let url_before = page.eval("window.labResult.url");
     clear_lab_box(&mut page);
@@ -443,12 +468,19 @@ fn the_lab_reads_typed_bytes_and_says_what_each_end_means() {
             "{id}: {note:?}"
         );
     }
+    let type_shot = page.screenshot("lab-charset-1280.png");
     viewport(&mut page, 390, 844);
     let phone_shot = page.screenshot("lab-charset-390.png");
     run_lab_preset(&mut page, "id-stays");
     let phone_reconnect_shot = page.screenshot("lab-reconnect-390.png");
     eprintln!("screenshots:");
-    for shot in [typed_shot, error_shot, phone_shot, phone_reconnect_shot] {
+    for shot in [
+        typed_shot,
+        error_shot,
+        type_shot,
+        phone_shot,
+        phone_reconnect_shot,
+    ] {
         eprintln!("  {}", shot.display());
     }
 }
