@@ -3,7 +3,9 @@
 //! `EventSource` opens, that broadcasts and ticks reach the page, that a message full of HTML
 //! shows as text and runs nothing, that the raw-wire panel shows the frames, and that after
 //! "Drop every connection" the browser reconnects by itself with `Last-Event-ID` and the page
-//! shows the message sent during the gap once, marked as replayed.
+//! shows the message sent during the gap once, marked as replayed. A second test types into the
+//! Lab panel as a person would (Enter is an LF, except after a `\n` or `\r` escape) and reads
+//! what the page says about each run's end.
 //!
 //! How it drives the browser: Chromium started with `--remote-debugging-port=0` serves the
 //! DevTools protocol (CDP): JSON messages over a WebSocket. `{"id":1,"method":"Runtime.evaluate",
@@ -454,6 +456,9 @@ fn the_lab_reads_typed_bytes_and_says_what_each_end_means() {
         .starts_with("Not run."));
     assert_eq!(page.eval("window.labResult.url"), url_before);
     let error_shot = page.screenshot("lab-bad-escape-1280.png");
+    viewport(&mut page, 390, 844);
+    let phone_error_shot = page.screenshot("lab-bad-escape-390.png");
+    viewport(&mut page, 1280, 800);
 
     // CLOSED says that EventSource gives no reason, and names the likely one from the run.
     for (id, reason) in [
@@ -477,6 +482,7 @@ fn the_lab_reads_typed_bytes_and_says_what_each_end_means() {
     for shot in [
         typed_shot,
         error_shot,
+        phone_error_shot,
         type_shot,
         phone_shot,
         phone_reconnect_shot,
