@@ -3,7 +3,9 @@
 //! `EventSource` opens, that broadcasts and ticks reach the page, that a message full of HTML
 //! shows as text and runs nothing, that the raw-wire panel shows the frames, and that after
 //! "Drop every connection" the browser reconnects by itself with `Last-Event-ID` and the page
-//! shows the message sent during the gap once, marked as replayed.
+//! shows the message sent during the gap once, marked as replayed. A second test types into the
+//! Lab panel as a person would (Enter is an LF, except after a `\n` or `\r` escape) and reads
+//! what the page says about each run's end.
 //!
 //! How it drives the browser: Chromium started with `--remote-debugging-port=0` serves the
 //! DevTools protocol (CDP): JSON messages over a WebSocket. `{"id":1,"method":"Runtime.evaluate",
@@ -22,6 +24,7 @@ use std::time::Duration;
 
 use common::cdp::{attempt, Cdp, Chromium, WAIT};
 use common::json::{json_string, json_string_field, Json};
+use common::lab::page_presets;
 use common::tools::{find_tool, tools_or_skip};
 use common::websocket::{base64_decode, base64_encode, sha1, WS_GUID};
 use common::{json_number, TestServer, PROMPTLY};
@@ -190,6 +193,12 @@ fn page_in_headless_chromium_shows_stream_messages_and_raw_wire() {
         "#dropped to report both streams",
         "$('dropped').textContent.includes('closed 2 stream(s) on this server')",
     );
+    // The form's "Sent as" line counted clients before the drop: it now says so.
+    let stale = page.eval("$('sent').textContent");
+    assert!(
+        stale.starts_with("Sent as #") && stale.contains("before the connection went connecting"),
+        "{stale:?}"
+    );
     // During the gap, another connection broadcasts (as another tab would): nobody hears it live.
     let (status, answer) = common::post(&server.url("/send"), "text/plain", "sent during the gap");
     assert_eq!(status, 200, "{answer}");
@@ -281,6 +290,205 @@ fn page_in_headless_chromium_shows_stream_messages_and_raw_wire() {
         "screenshot after the reconnect: {}",
         reconnect_shot.display()
     );
+}
+
+/// Types `text` into the focused element as a person would: characters as text input, each
+/// line break as a press of Enter.
+fn type_text(page: &mut Cdp, text: &str) {
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            for kind in ["keyDown", "keyUp"] {
+                page.call(
+                    "Input.dispatchKeyEvent",
+                    &format!(
+                        "{{\"type\":\"{kind}\",\"key\":\"Enter\",\"code\":\"Enter\",\
+                         \"windowsVirtualKeyCode\":13,\"text\":\"\\r\"}}"
+                    ),
+                );
+            }
+        }
+        if !line.is_empty() {
+            page.call(
+                "Input.insertText",
+                &format!("{{\"text\":{}}}", json_string(line)),
+            );
+        }
+    }
+}
+
+/// Empties the Lab's Bytes box and gives it the focus, ready for [`type_text`].
+fn clear_lab_box(page: &mut Cdp) {
+    page.eval("(() => { $('lab-bytes').focus(); $('lab-bytes').select(); return ''; })()");
+    page.call(
+        "Input.dispatchKeyEvent",
+        r#"{"type":"keyDown","key":"Delete","code":"Delete","windowsVirtualKeyCode":46}"#,
+    );
+}
+
+/// Chooses `id` in the Lab's menu and presses Run, as a person would; waits for the run's end.
+fn run_lab_preset(page: &mut Cdp, id: &str) {
+    page.eval(&format!(
+        "(() => {{ $('lab-preset').value = {}; \
+         $('lab-preset').dispatchEvent(new Event('change')); $('lab-run').click(); return ''; }})()",
+        json_string(id)
+    ));
+    page.wait_until(
+        &format!("the {id} run to end"),
+        &format!(
+            "window.labResult.preset === {} && window.labResult.done",
+            json_string(id)
+        ),
+    );
+}
+
+/// Sets the window to `width`×`height` CSS pixels, as a phone or a laptop shows the page.
+fn viewport(page: &mut Cdp, width: u32, height: u32) {
+    page.call(
+        "Emulation.setDeviceMetricsOverride",
+        &format!(
+            "{{\"width\":{width},\"height\":{height},\"deviceScaleFactor\":1,\"mobile\":false}}"
+        ),
+    );
+}
+
+#[test]
+fn the_lab_reads_typed_bytes_and_says_what_each_end_means() {
+    let Some([binary]) = tools_or_skip(["chromium"], find_tool) else {
+        return;
+    };
+    let server = TestServer::with_interval(200);
+    let browser = Chromium::launch(&binary);
+    let mut page = browser.page();
+    viewport(&mut page, 1280, 800);
+    page.call(
+        "Page.navigate",
+        &format!("{{\"url\":{}}}", json_string(&server.url("/#lab"))),
+    );
+    page.wait_until(
+        "the first preset in the Lab",
+        "$('lab-size').textContent.endsWith(' bytes.')",
+    );
+
+    // A preset's layout (a line break after each \n or \r) adds no byte: the page sends what
+    // index.html's preset line says.
+    let decoded = page.eval("JSON.stringify(LAB_PRESETS.map((p) => labBytes(labLayout(p[1]))))");
+    let decoded = Json::parse(&decoded).expect("JSON");
+    for (preset, bytes) in page_presets().iter().zip(decoded.as_array()) {
+        let bytes: Vec<u8> = bytes
+            .as_array()
+            .iter()
+            .map(|b| b.as_f64().unwrap() as u8)
+            .collect();
+        assert_eq!(bytes, preset.bytes, "{}", preset.id);
+    }
+
+    // Every preset has a readable label in the menu, its id beside it.
+    assert_eq!(
+        page.eval("LAB_PRESETS.filter(([id]) => !LAB_LABELS[id]).map(([id]) => id).join(' ')"),
+        ""
+    );
+    assert_eq!(
+        page.eval("$('lab-preset').selectedOptions[0].textContent"),
+        "One leading BOM is stripped (bom)"
+    );
+
+    // Typed with Enter, a line break is an LF: the stream below is a complete frame.
+    let typed = "retry: 200\ndata: typed with Enter\n\n";
+    clear_lab_box(&mut page);
+    type_text(&mut page, typed);
+    assert_eq!(
+        page.eval("$('lab-size').textContent"),
+        format!("{} bytes.", typed.len())
+    );
+    // Edited by hand, the run is no longer a preset: the menu says so, the description goes.
+    assert_eq!(
+        page.eval("$('lab-preset').selectedOptions[0].textContent"),
+        "(your own bytes)"
+    );
+    assert_eq!(page.eval("$('lab-about').textContent"), "");
+    page.eval("$('lab-run').click()");
+    page.wait_until("the typed run to end", "window.labResult.done");
+    let fired = page.eval("JSON.stringify(window.labResult.events.map((e) => e.data || e.kind))");
+    assert!(fired.contains("\"typed with Enter\""), "{fired}");
+    // The stream's end (error, CONNECTING) is not shown as a failure; only CLOSED is red.
+    let errors = page.eval(
+        "[...$('lab-log').querySelectorAll('li.error')]\
+         .map((li) => li.classList.contains('reconnecting')).join(' ')",
+    );
+    assert!(
+        errors.starts_with("true") && errors.ends_with("true false"),
+        "{errors:?}"
+    );
+    let report = page.eval("$('lab-log').querySelector('li.reconnect .report').textContent");
+    assert!(
+        report.starts_with("This browser reconnected by itself"),
+        "{report:?}"
+    );
+    let typed_shot = page.screenshot("lab-typed-1280.png");
+
+    // A line break typed right after a \n or \r escape is only for reading, as in the presets.
+    clear_lab_box(&mut page);
+    type_text(&mut page, "data: x\\r\\n\n\\n\nmore");
+    assert_eq!(
+        page.eval("JSON.stringify(labBytes($('lab-bytes').value))"),
+        format!("{:?}", b"data: x\r\n\nmore").replace(' ', "")
+    );
+    let lone = page.eval(
+        r"(() => { try { labBytes('a\\'); return 'no error'; } catch (e) { return e.message; } })()",
+    );
+    assert!(
+        lone.starts_with("A lone backslash (line 1, column 2)"),
+        "{lone:?}"
+    );
+
+    // A backslash that starts no escape: an error beside Run, and no run.
+    let url_before = page.eval("window.labResult.url");
+    clear_lab_box(&mut page);
+    type_text(&mut page, "retry: 100\ndata: a\\tb\n\n");
+    let error = page.eval("$('lab-error').textContent");
+    assert!(
+        error.starts_with("Unknown escape \\t (line 2, column 8)"),
+        "{error:?}"
+    );
+    page.eval("$('lab-run').click()");
+    assert!(page
+        .eval("$('lab-error').textContent")
+        .starts_with("Not run."));
+    assert_eq!(page.eval("window.labResult.url"), url_before);
+    let error_shot = page.screenshot("lab-bad-escape-1280.png");
+    viewport(&mut page, 390, 844);
+    let phone_error_shot = page.screenshot("lab-bad-escape-390.png");
+    viewport(&mut page, 1280, 800);
+
+    // CLOSED says that EventSource gives no reason, and names the likely one from the run.
+    for (id, reason) in [
+        ("status-500", "status 500"),
+        ("wrong-type", "Content-Type text/plain"),
+        ("charset-latin1", "charset=iso-8859-1"),
+    ] {
+        run_lab_preset(&mut page, id);
+        let note = page.eval("$('lab-log').lastElementChild.textContent");
+        assert!(
+            note.contains("EventSource never tells the page why") && note.contains(reason),
+            "{id}: {note:?}"
+        );
+    }
+    let type_shot = page.screenshot("lab-charset-1280.png");
+    viewport(&mut page, 390, 844);
+    let phone_shot = page.screenshot("lab-charset-390.png");
+    run_lab_preset(&mut page, "id-stays");
+    let phone_reconnect_shot = page.screenshot("lab-reconnect-390.png");
+    eprintln!("screenshots:");
+    for shot in [
+        typed_shot,
+        error_shot,
+        phone_error_shot,
+        type_shot,
+        phone_shot,
+        phone_reconnect_shot,
+    ] {
+        eprintln!("  {}", shot.display());
+    }
 }
 
 /// The page's own waits: on timeout, the panic shows what the page shows.
