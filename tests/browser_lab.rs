@@ -552,28 +552,36 @@ const SOONER_MS: u64 = 20;
 /// late in Chromium with eight other jobs running).
 const LATER_MS: u64 = 1500;
 
-/// That `browser` waits about `retry: 100` asks, not Firefox's 500 ms, judged by the quickest
-/// reconnect of every preset that sends `retry: 100`: a loaded machine only ever adds delay, so a
-/// browser that honours 100 ms shows it at least once in some thirty reconnects, and a browser
-/// that raises it to 500 never reconnects sooner.
-fn honours_short_retries(browser: Browser, measured: &[(Wait, u64)]) -> Result<(), String> {
-    let waits: Vec<u64> = measured
-        .iter()
-        .filter(|(wait, _)| *wait == Wait::Retry(100))
-        .map(|(_, ms)| *ms)
-        .collect();
-    let Some(&quickest) = waits.iter().min() else {
+/// `retry: 100` as each browser honours it, judged by the quickest reconnect of the some thirty
+/// presets that send it (a loaded machine only ever adds delay): Firefox never sooner than its
+/// 500 ms floor, and Chromium, which honours 100 ms, clearly sooner than Firefox in the same run
+/// (a relative check, since both browsers run at once and meet the same load).
+fn honours_short_retries(measured: &[Vec<(Wait, u64)>; 2]) -> Result<(), String> {
+    let quickest = |browser: Browser| {
+        measured[browser as usize]
+            .iter()
+            .filter(|(wait, _)| *wait == Wait::Retry(100))
+            .map(|(_, ms)| *ms)
+            .min()
+    };
+    let (Some(chromium), Some(firefox)) = (quickest(Browser::Chromium), quickest(Browser::Firefox))
+    else {
         return Ok(());
     };
-    let expected = expected_ms(browser, Wait::Retry(100));
     let floor = Browser::Firefox.honoured(100);
-    // Below Firefox's floor (less the clocks' slack) only if the browser honours 100 ms.
-    match (expected < floor, quickest + SOONER_MS < floor) {
-        (true, true) | (false, false) => Ok(()),
-        _ => Err(format!(
-            "{browser:?} after retry: 100 waits at least {quickest} ms (of {waits:?}), not about {expected}"
-        )),
+    if firefox + SOONER_MS < floor {
+        return Err(format!(
+            "Firefox after retry: 100 reconnected after {firefox} ms, below its {floor} ms floor"
+        ));
     }
+    // Chromium waits 100 ms, Firefox 500: a gap of 400, of which at least half must show.
+    if chromium + (floor - Browser::Chromium.honoured(100)) / 2 > firefox {
+        return Err(format!(
+            "Chromium after retry: 100 waits at least {chromium} ms, not clearly sooner than \
+             Firefox's {firefox} ms: does it honour 100 ms?"
+        ));
+    }
+    Ok(())
 }
 
 /// The bytes of the cross-origin run: a stream any browser would take from its own origin.
@@ -682,10 +690,8 @@ fn every_preset_in_chromium_and_firefox_does_what_the_table_says() {
             preset.id, in_chromium[i], "", in_firefox[i]
         );
     }
-    for browser in [Browser::Chromium, Browser::Firefox] {
-        if let Err(why) = honours_short_retries(browser, &measured[browser as usize]) {
-            wrong.push(why);
-        }
+    if let Err(why) = honours_short_retries(&measured) {
+        wrong.push(why);
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
