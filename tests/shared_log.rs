@@ -434,15 +434,18 @@ fn reconnecting_to_a_lagging_instance(writers: usize) {
         c.interval = QUIET_TICK;
         c.broadcast_writers = writers;
     });
-    // B is in step to begin with: its client gets A's broadcast.
+    // B is in step to begin with: its client gets A's broadcast, and so does a browser on A.
+    // (Both open before it: a stream opened later could start before its instance has heard
+    // of it, and rightly get it as live.)
     let mut on_b = open(&b, None);
     b.wait_for_clients(1, PROMPTLY);
-    send(&a, "one");
-    assert_eq!(messages(&mut on_b, 1, PROMPTLY), owned(&[(1, "one")]));
-
-    // B falls behind: what Redis tells it waits in the relay. A browser on A gets 2 and 3.
     let mut browser = open(&a, None);
     a.wait_for_clients(1, PROMPTLY);
+    send(&a, "one");
+    assert_eq!(messages(&mut on_b, 1, PROMPTLY), owned(&[(1, "one")]));
+    assert_eq!(messages(&mut browser, 1, PROMPTLY), owned(&[(1, "one")]));
+
+    // B falls behind: what Redis tells it waits in the relay. The browser on A gets 2 and 3.
     relay.hold();
     send(&a, "two");
     send(&a, "three");
