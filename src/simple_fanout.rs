@@ -7,23 +7,32 @@
 //! its own socket, and writes its tick when the timer says so ([`SimpleFanout::serve`]).
 //!
 //! A write blocks only the thread that makes it, so a stuck client never delays the others. The
-//! price: two thread switches per client per broadcast, which at 10,000 clients on two cores is
-//! most of the time a broadcast takes. `fanout/writers.rs` is the fast way around that.
+//! price is a thread switch per client per broadcast, so each woken thread must do almost nothing
+//! else: the sender wakes them all with one call (a condition variable), not one call per thread;
+//! the frames are encoded once and shared; each tick frame is encoded once per moment, not once
+//! per client. `fanout/writers.rs` avoids the thread switches altogether.
 
 use std::convert::Infallible;
 use std::io::{self, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
-use std::thread;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use crate::clients::{fell_behind, Client, Closings, Roster};
 use crate::event_log::EventLog;
-use crate::ticks::{StreamTimer, TickClock};
+use crate::sync::lock;
+use crate::ticks::{SharedTick, StreamTimer, TickClock, TimerFrame};
 
 /// The connected clients, each written to by its own thread.
 pub struct SimpleFanout {
     clients: Roster<Client>,
+    /// Counts announcements (broadcasts, and `POST /drop`s); every connection thread waits on it.
+    news: Mutex<u64>,
+    /// Signalled with the count: one `notify_all` wakes every waiting thread, where unparking
+    /// them one by one would cost the sender one system call per client.
+    news_changed: Condvar,
+    /// The tick frame of the current moment, shared by every stream that ticks in it.
+    tick: SharedTick,
 }
 
 impl Default for SimpleFanout {
@@ -36,12 +45,17 @@ impl SimpleFanout {
     pub fn new() -> SimpleFanout {
         SimpleFanout {
             clients: Roster::new(1),
+            news: Mutex::new(0),
+            news_changed: Condvar::new(),
+            tick: SharedTick::default(),
         }
     }
 
-    /// A broadcast is in the log: wake every connection thread to write it.
+    /// A broadcast is in the log: wake every connection thread to write it. Node's `emit`: the
+    /// sender does not touch the sockets, nor even the list of clients.
     pub fn announce(&self) {
-        self.clients.each(|client| client.owner.unpark());
+        *lock(&self.news) += 1;
+        self.news_changed.notify_all();
     }
 
     /// Ends every stream now (`POST /drop`); returns how many there were.
@@ -51,6 +65,8 @@ impl SimpleFanout {
             client.close_stream();
             closed += 1;
         });
+        // Wakes the threads that wait for news, to see that they were closed.
+        self.announce();
         closed
     }
 
@@ -73,6 +89,8 @@ impl SimpleFanout {
         let mut out = &**stream;
         let mut timer = StreamTimer::new(clock, Instant::now());
         let mut news = Vec::new();
+        // Read before the first catch-up: an announcement after this line is news to this thread.
+        let mut heard = *lock(&self.news);
         loop {
             client.check_closed()?;
             // Node's `res.write(frame)` from the broadcast loop, done by this client's thread.
@@ -91,11 +109,26 @@ impl SimpleFanout {
                 timer.wrote(now);
             }
             // Node's `setInterval` callback: the tick (or a keep-alive comment) when it is time.
-            if let Some(frame) = timer.frame_due(now) {
-                out.write_all(&frame.encode())?;
+            match timer.frame_due(now) {
+                Some(TimerFrame::Tick) => out.write_all(&self.tick.frame(&clock, now))?,
+                Some(frame @ TimerFrame::KeepAlive) => out.write_all(&frame.encode())?,
+                None => {}
             }
-            // Sleep until the timer's next moment, or until `announce` (or `POST /drop`) wakes us.
-            thread::park_timeout(timer.wake_time().saturating_duration_since(Instant::now()));
+            heard = self.wait_for_news(heard, timer.wake_time());
         }
+    }
+
+    /// Sleeps until an announcement after the `heard`th, or until `until` (the timer's next
+    /// moment), whichever comes first; returns the announcements counted so far.
+    fn wait_for_news(&self, heard: u64, until: Instant) -> u64 {
+        let news = lock(&self.news);
+        let timeout = until.saturating_duration_since(Instant::now());
+        // The count is checked under the lock that `announce` takes, so no announcement falls
+        // between the check and the sleep. A spurious wake-up only costs one extra look at the log.
+        let (news, _) = self
+            .news_changed
+            .wait_timeout_while(news, timeout, |count| *count == heard)
+            .unwrap_or_else(|e| e.into_inner());
+        *news
     }
 }
