@@ -16,7 +16,8 @@ use crate::sync::lock;
 /// One `/events` client: its socket and the connection thread that serves it.
 pub struct Client {
     pub stream: Arc<TcpStream>,
-    /// The thread that owns this client. Whoever has news for it wakes it with `unpark`.
+    /// The thread that owns this client. A writer thread with something for it wakes it with
+    /// `unpark` (`fanout/writers.rs`); the simple fan-out wakes all its threads at once instead.
     pub owner: Thread,
     /// Set by `POST /drop` (or a shutdown): the thread ends the stream at its next wake-up.
     closed: AtomicBool,
@@ -34,7 +35,7 @@ impl Client {
 
     /// Ends this client's stream now, from any thread: the socket is shut down both ways, so the
     /// browser sees the stream end at once (and reconnects after `retry`), and the owner thread is
-    /// woken to notice.
+    /// unparked to notice (the simple fan-out also wakes its threads after closing them all).
     pub fn close_stream(&self) {
         self.closed.store(true, Ordering::Release);
         let _ = self.stream.shutdown(Shutdown::Both);

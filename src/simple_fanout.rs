@@ -51,8 +51,8 @@ impl SimpleFanout {
         }
     }
 
-    /// A broadcast is in the log: wake every connection thread to write it. Node's `emit`: the
-    /// sender does not touch the sockets, nor even the list of clients.
+    /// A broadcast is in the log: wake every connection thread to write it, all with one call.
+    /// The sender touches neither the sockets nor the list of clients.
     pub fn announce(&self) {
         *lock(&self.news) += 1;
         self.news_changed.notify_all();
@@ -114,6 +114,7 @@ impl SimpleFanout {
                 Some(frame @ TimerFrame::KeepAlive) => out.write_all(&frame.encode())?,
                 None => {}
             }
+            // Sleep until the timer's next moment, or until `announce` (or `POST /drop`) wakes us.
             heard = self.wait_for_news(heard, timer.wake_time());
         }
     }
@@ -124,7 +125,7 @@ impl SimpleFanout {
         let news = lock(&self.news);
         let timeout = until.saturating_duration_since(Instant::now());
         // The count is checked under the lock that `announce` takes, so no announcement falls
-        // between the check and the sleep. A spurious wake-up only costs one extra look at the log.
+        // between the check and the sleep; `_while` sleeps again after a spurious wake-up.
         let (news, _) = self
             .news_changed
             .wait_timeout_while(news, timeout, |count| *count == heard)
