@@ -23,16 +23,55 @@ use crate::event_log::EventLog;
 use crate::sync::lock;
 use crate::ticks::{SharedTick, StreamTimer, TickClock, TimerFrame};
 
+/// The connection threads wait in this many groups, each on its own lock and condition
+/// variable. With one for all, the hundred or so threads that wake for their ticks at each grid
+/// moment (`ticks.rs`) queue for the same lock, in the kernel as well.
+const WAIT_GROUPS: usize = 64;
+
 /// The connected clients, each written to by its own thread.
 pub struct SimpleFanout {
+    /// One group of clients per entry in `news`.
     clients: Roster<Client>,
-    /// Counts announcements (broadcasts, and `POST /drop`s); every connection thread waits on it.
-    news: Mutex<u64>,
-    /// Signalled with the count: one `notify_all` wakes every waiting thread, where unparking
-    /// them one by one would cost the sender one system call per client.
-    news_changed: Condvar,
+    news: Vec<News>,
     /// The tick frame of the current moment, shared by every stream that ticks in it.
     tick: SharedTick,
+}
+
+/// What one group of connection threads waits on.
+#[derive(Default)]
+struct News {
+    /// Counts announcements (broadcasts, and `POST /drop`s).
+    count: Mutex<u64>,
+    /// Signalled with the count: one `notify_all` wakes every thread of the group, where
+    /// unparking them one by one would cost the sender one system call per client.
+    changed: Condvar,
+}
+
+impl News {
+    /// Counts one more announcement and wakes every thread of the group.
+    fn announce(&self) {
+        *lock(&self.count) += 1;
+        self.changed.notify_all();
+    }
+
+    /// The announcements counted so far.
+    fn heard(&self) -> u64 {
+        *lock(&self.count)
+    }
+
+    /// Sleeps until an announcement after the `heard`th, or until `until` (the timer's next
+    /// moment), whichever comes first; returns the announcements counted so far.
+    fn wait(&self, heard: u64, until: Instant) -> u64 {
+        let count = lock(&self.count);
+        let timeout = until.saturating_duration_since(Instant::now());
+        // The count is checked under the lock that `announce` takes, so no announcement falls
+        // between the check and the sleep; `_while` sleeps again after a spurious wake-up.
+        let (count, _) = self
+            .changed
+            .wait_timeout_while(count, timeout, |count| *count == heard)
+            .unwrap_or_else(|e| e.into_inner());
+        *count
+    }
 }
 
 impl Default for SimpleFanout {
@@ -44,18 +83,16 @@ impl Default for SimpleFanout {
 impl SimpleFanout {
     pub fn new() -> SimpleFanout {
         SimpleFanout {
-            clients: Roster::new(1),
-            news: Mutex::new(0),
-            news_changed: Condvar::new(),
+            clients: Roster::new(WAIT_GROUPS),
+            news: (0..WAIT_GROUPS).map(|_| News::default()).collect(),
             tick: SharedTick::default(),
         }
     }
 
-    /// A broadcast is in the log: wake every connection thread to write it, all with one call.
-    /// The sender touches neither the sockets nor the list of clients.
+    /// A broadcast is in the log: wake every connection thread to write it, with one call per
+    /// group. The sender touches neither the sockets nor the list of clients.
     pub fn announce(&self) {
-        *lock(&self.news) += 1;
-        self.news_changed.notify_all();
+        self.news.iter().for_each(News::announce);
     }
 
     /// Ends every stream now (`POST /drop`); returns how many there were.
@@ -82,30 +119,31 @@ impl SimpleFanout {
         clock: TickClock,
         (closings, seen): (&Closings, u64),
     ) -> io::Result<Infallible> {
-        // Node: `clients.add(res)`; `_place` is the `clients.delete(res)` when this returns.
+        // Node: `clients.add(res)`; `place` is the `clients.delete(res)` when this returns.
         let client = Arc::new(Client::new(Arc::clone(stream)));
-        let _place = self.clients.join(Arc::clone(&client));
+        let place = self.clients.join(Arc::clone(&client));
+        let news = &self.news[place.group()];
         closings.check_since(seen)?;
         let mut out = &**stream;
         let mut timer = StreamTimer::new(clock, Instant::now());
-        let mut news = Vec::new();
+        let mut frames = Vec::new();
         // Read before the first catch-up: an announcement after this line is news to this thread.
-        let mut heard = *lock(&self.news);
+        let mut heard = news.heard();
         loop {
             client.check_closed()?;
             // Node's `res.write(frame)` from the broadcast loop, done by this client's thread.
-            news.clear();
-            let catch_up = log.after(cursor, &mut news);
+            frames.clear();
+            let catch_up = log.after(cursor, &mut frames);
             if catch_up.lost > 0 {
                 return Err(fell_behind(catch_up.lost));
             }
-            for broadcast in &news {
+            for broadcast in &frames {
                 out.write_all(&broadcast.frame)?;
             }
             // Never back: a stream may start past the log's newest (see `Hub::subscribe`).
             cursor = cursor.max(catch_up.last_id);
             let now = Instant::now();
-            if !news.is_empty() {
+            if !frames.is_empty() {
                 timer.wrote(now);
             }
             // Node's `setInterval` callback: the tick (or a keep-alive comment) when it is time.
@@ -115,21 +153,7 @@ impl SimpleFanout {
                 None => {}
             }
             // Sleep until the timer's next moment, or until `announce` (or `POST /drop`) wakes us.
-            heard = self.wait_for_news(heard, timer.wake_time());
+            heard = news.wait(heard, timer.wake_time());
         }
-    }
-
-    /// Sleeps until an announcement after the `heard`th, or until `until` (the timer's next
-    /// moment), whichever comes first; returns the announcements counted so far.
-    fn wait_for_news(&self, heard: u64, until: Instant) -> u64 {
-        let news = lock(&self.news);
-        let timeout = until.saturating_duration_since(Instant::now());
-        // The count is checked under the lock that `announce` takes, so no announcement falls
-        // between the check and the sleep; `_while` sleeps again after a spurious wake-up.
-        let (news, _) = self
-            .news_changed
-            .wait_timeout_while(news, timeout, |count| *count == heard)
-            .unwrap_or_else(|e| e.into_inner());
-        *news
     }
 }

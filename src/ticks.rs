@@ -117,15 +117,16 @@ impl SharedTick {
     /// the first call in that step. Its time is that of the first call, less than a step ago.
     pub fn frame(&self, clock: &TickClock, now: Instant) -> Arc<[u8]> {
         let step = clock.grid_step(now);
-        let mut latest = lock(&self.latest);
-        match &*latest {
-            Some((at, frame)) if *at == step => Arc::clone(frame),
-            _ => {
-                let frame: Arc<[u8]> = TimerFrame::Tick.encode().into();
-                *latest = Some((step, Arc::clone(&frame)));
-                frame
+        if let Some((at, frame)) = &*lock(&self.latest) {
+            if *at == step {
+                return Arc::clone(frame);
             }
         }
+        // Encoded without the lock held, so the streams of the step never wait for each other.
+        // (Two may both encode it; the second frame simply replaces the first.)
+        let frame: Arc<[u8]> = TimerFrame::Tick.encode().into();
+        *lock(&self.latest) = Some((step, Arc::clone(&frame)));
+        frame
     }
 }
 
