@@ -18,7 +18,8 @@ use crate::sync::lock;
 pub struct Client {
     /// The socket, from [`Client::attach`] on (the client joins before its head is written).
     stream: OnceLock<Arc<TcpStream>>,
-    /// The thread that owns this client. Whoever has news for it wakes it with `unpark`.
+    /// The thread that owns this client. A writer thread with something for it wakes it with
+    /// `unpark` (`fanout/writers.rs`); the simple fan-out wakes all its threads at once instead.
     pub owner: Thread,
     /// Set by `POST /drop` (or a shutdown): the thread ends the stream at its next wake-up.
     closed: AtomicBool,
@@ -64,7 +65,7 @@ impl Client {
 
     /// Ends this client's stream now, from any thread: the socket is shut down both ways, so the
     /// browser sees the stream end at once (and reconnects after `retry`), and the owner thread is
-    /// woken to notice.
+    /// unparked to notice (the simple fan-out also wakes its threads after closing them all).
     pub fn close_stream(&self) {
         self.closed.store(true, Ordering::Release);
         fence(Ordering::SeqCst);

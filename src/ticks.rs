@@ -6,8 +6,10 @@
 //!
 //! It also decides when a quiet stream needs a keep-alive comment ([`sse::KEEP_ALIVE_AFTER`]).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::sync::lock;
 use crate::{sse, timestamp};
 
 /// Ticks fall on a grid of this step, counted from the server's start, so that many streams'
@@ -69,6 +71,13 @@ impl TickClock {
         self.started.checked_add(rounded).unwrap_or(due)
     }
 
+    /// The number of the grid step that `at` falls in, counted from the server's start: the
+    /// streams that tick in one step tick at one moment, as far as a reader can tell.
+    pub fn grid_step(&self, at: Instant) -> u64 {
+        let since_start = at.saturating_duration_since(self.started).as_nanos();
+        u64::try_from(since_start / TICK_GRID.as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// When a stream last written to at `last_write` needs a keep-alive comment, if ever: only
     /// when ticks are further apart than the keep-alive delay can a stream be that quiet.
     pub fn keep_alive_due(&self, last_write: Instant) -> Option<Instant> {
@@ -92,6 +101,32 @@ impl TimerFrame {
             TimerFrame::Tick => sse::tick_frame(&timestamp::now()),
             TimerFrame::KeepAlive => sse::keep_alive_frame(),
         }
+    }
+}
+
+/// The tick frame of the latest grid step, encoded by the first stream that ticks in that step
+/// and shared by the others (each would otherwise format the same time again).
+#[derive(Default)]
+pub struct SharedTick {
+    /// The step and its frame.
+    latest: Mutex<Option<(u64, Arc<[u8]>)>>,
+}
+
+impl SharedTick {
+    /// The tick frame for a stream ticking at `now`: the one of `now`'s grid step, encoded at
+    /// the first call in that step. Its time is that of the first call, less than a step ago.
+    pub fn frame(&self, clock: &TickClock, now: Instant) -> Arc<[u8]> {
+        let step = clock.grid_step(now);
+        if let Some((at, frame)) = &*lock(&self.latest) {
+            if *at == step {
+                return Arc::clone(frame);
+            }
+        }
+        // Encoded without the lock held, so the streams of the step never wait for each other.
+        // (Two may both encode it; the second frame simply replaces the first.)
+        let frame: Arc<[u8]> = TimerFrame::Tick.encode().into();
+        *lock(&self.latest) = Some((step, Arc::clone(&frame)));
+        frame
     }
 }
 
@@ -223,6 +258,19 @@ mod tests {
         assert_eq!(timer.frame_due(at), Some(TimerFrame::KeepAlive));
         assert_eq!(TimerFrame::KeepAlive.encode(), sse::keep_alive_frame());
         assert_eq!(timer.wake_time(), at + sse::KEEP_ALIVE_AFTER);
+    }
+
+    #[test]
+    fn streams_ticking_in_one_grid_step_share_one_frame_and_the_next_step_gets_a_new_one() {
+        let clock = TickClock::new(Duration::from_secs(1), sse::KEEP_ALIVE_AFTER);
+        let shared = SharedTick::default();
+        let step = clock.started + TICK_GRID * 7;
+        let first = shared.frame(&clock, step);
+        assert!(first.starts_with(b"event: tick\ndata: "));
+        let same = shared.frame(&clock, step + TICK_GRID / 2);
+        assert!(Arc::ptr_eq(&first, &same));
+        let next = shared.frame(&clock, step + TICK_GRID);
+        assert!(!Arc::ptr_eq(&first, &next));
     }
 
     #[test]
