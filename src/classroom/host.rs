@@ -20,6 +20,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::http::Request;
+use crate::wire;
 
 /// Why `request` must be refused because of its `Host`, or `None` to serve it. `allowed` holds
 /// the names given with `--allowed-host` / `ALLOWED_HOSTS`.
@@ -85,8 +86,7 @@ fn host_name(host: &str) -> Option<&str> {
         "" => "",
         _ => rest.strip_prefix(':')?,
     };
-    let port_ok =
-        port.is_empty() || port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok();
+    let port_ok = port.is_empty() || wire::decimal(port).is_some_and(|p| p <= u64::from(u16::MAX));
     (port_ok && !name.is_empty()).then_some(name)
 }
 

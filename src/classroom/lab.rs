@@ -27,6 +27,7 @@ use crate::hub::{Hub, HubError};
 use crate::sse;
 use crate::sync::lock;
 use crate::urlencoded::{self, Plus};
+use crate::wire;
 
 /// Most bytes a run may ask for, after percent-decoding: plenty for any lesson. Beyond: 413.
 /// (The request head is capped at 8 KiB, `http::MAX_HEAD_BYTES`, so bytes that need many `%XX`
@@ -159,10 +160,8 @@ fn is_run_token(run: &str) -> bool {
 /// Three digits: 200, or 201 to 599 except the redirects (3xx), which the browser would follow
 /// instead of showing what it does with a refused stream.
 fn check_status(status: &[u8]) -> Option<u16> {
-    if status.len() != 3 || !status.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let code: u16 = std::str::from_utf8(status).ok()?.parse().ok()?;
+    let code = wire::decimal(status).filter(|_| status.len() == 3)?;
+    let code = u16::try_from(code).ok()?;
     ((200..=599).contains(&code) && !(300..=399).contains(&code)).then_some(code)
 }
 
