@@ -5,15 +5,13 @@
 //! `"type":"event"` messages we never subscribe to.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::json::{json_string, Json};
 use super::tools::TempDir;
-use super::websocket::WebSocket;
+use super::websocket::{listening_address, WebSocket};
 use super::PROMPTLY;
 
 /// How long a command may take to answer, and the browser to start (Firefox starts slower
@@ -99,30 +97,8 @@ impl Firefox {
             version: String::new(),
         };
 
-        // Firefox prints `WebDriver BiDi listening on ws://127.0.0.1:PORT` on stderr. A thread
-        // reads stderr to its end (so a full pipe never blocks Firefox).
-        let stderr = browser.child.stderr.take().unwrap();
-        let (lines_tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = lines_tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        let mut seen = Vec::new();
-        let address = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) => match line.split("WebDriver BiDi listening on ").nth(1) {
-                    Some(address) => break address.trim().to_string(),
-                    None => seen.push(line),
-                },
-                Err(_) => panic!(
-                    "Firefox printed no BiDi address within {WAIT:?}; its stderr:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        };
+        // Firefox prints `WebDriver BiDi listening on ws://127.0.0.1:PORT` on stderr.
+        let address = listening_address(&mut browser.child, "WebDriver BiDi listening on ", WAIT);
         // A session is one WebSocket at `/session`; `session.new` starts it.
         let ws = WebSocket::connect(&format!("{address}/session")).expect("a BiDi WebSocket");
         let mut bidi = Bidi {

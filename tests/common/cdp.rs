@@ -3,14 +3,12 @@
 //! comes back, among events we ignore. Started with `--remote-debugging-port=0`, Chromium
 //! prints the browser's WebSocket address on stderr.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::json::{json_string, json_string_field, Json};
-use super::websocket::{base64_decode, WebSocket};
+use super::websocket::{base64_decode, listening_address, WebSocket};
 use super::PROMPTLY;
 
 /// How long a command may take to answer, and the browser to start.
@@ -70,34 +68,11 @@ impl Chromium {
         };
 
         // Chromium prints `DevTools listening on ws://127.0.0.1:PORT/devtools/browser/...` on
-        // stderr. A thread reads stderr to its end (so a full pipe never blocks Chromium) and
-        // passes the lines on; we keep them to explain a failure.
-        let stderr = browser.child.stderr.take().unwrap();
-        let (lines_tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = lines_tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        let mut seen = Vec::new();
-        while browser.devtools_port == 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(url) = line.split("DevTools listening on ").nth(1) {
-                        let port = url.split('/').nth(2).and_then(|a| a.rsplit(':').next());
-                        browser.devtools_port = port.and_then(|p| p.parse().ok()).unwrap();
-                        browser.browser_ws = url.trim().to_string();
-                    }
-                    seen.push(line);
-                }
-                Err(_) => panic!(
-                    "Chromium printed no DevTools port within {WAIT:?}; its stderr:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
+        // stderr.
+        let url = listening_address(&mut browser.child, "DevTools listening on ", WAIT);
+        let port = url.split('/').nth(2).and_then(|a| a.rsplit(':').next());
+        browser.devtools_port = port.and_then(|p| p.parse().ok()).expect("a DevTools port");
+        browser.browser_ws = url;
         let (_, _, version) = super::get(&browser.http("/json/version"));
         browser.version = json_string_field(&version, "Browser").unwrap_or_default();
         browser

@@ -181,6 +181,41 @@ impl WebSocket {
             .unwrap_or_else(|err| panic!("reading from the WebSocket: {err}"));
     }
 }
+/// Waits up to `within` for the browser `child` to print on stderr the line that says where its
+/// remote protocol listens (`… listening on ws://127.0.0.1:PORT…`), and returns what follows
+/// `marker` on it. A thread reads stderr to its end, so a full pipe never blocks the browser.
+///
+/// # Panics
+/// No such line within `within`; the message holds what the browser printed.
+pub fn listening_address(
+    child: &mut std::process::Child,
+    marker: &str,
+    within: Duration,
+) -> String {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("the browser's stderr is piped");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => match line.split(marker).nth(1) {
+                Some(address) => return address.trim().to_string(),
+                None => seen.push(line),
+            },
+            Err(_) => panic!(
+                "no \"{marker}\" line within {within:?}; the browser's stderr:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
 
 /// Bytes that differ on every call: enough for a WebSocket key and mask (not cryptography).
 pub fn random_bytes<const N: usize>() -> [u8; N] {
