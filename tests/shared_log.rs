@@ -26,7 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::curl::Curl;
-use common::redis::{Fate, LossyProxy, Redis};
+use common::redis::{read_command, Fate, LossyProxy, Redis};
 use common::tools::{find_on_path, free_port, tools_or_skip, TempDir};
 use common::{
     get, json_number, post, server_command, without_server_env, Event, EventStream, TestServer,
@@ -792,27 +792,11 @@ fn fake_connection(
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let deadline = Instant::now() + FAKE_LIFETIME;
     let mut unread = Vec::new();
-    let mut buf = [0u8; 4096];
     loop {
-        let command = loop {
-            match resp::parse(&unread) {
-                Ok(Some((command, used))) => {
-                    unread.drain(..used);
-                    break command;
-                }
-                Ok(None) => {}
-                Err(_) => return,
-            }
-            if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
-                return;
-            }
-            match stream.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => unread.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => return,
-            }
+        // Every read times out after 20 ms: then the test may have ended, or the fake lived long.
+        let give_up = || stop.load(Ordering::SeqCst) || Instant::now() > deadline;
+        let Some(command) = read_command(&mut stream, &mut unread, give_up) else {
+            return;
         };
         let (name, arg_count) = match &command {
             Reply::Array(Some(args)) => match args.first() {

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -258,22 +258,10 @@ fn relay(
         return; // the client sees its connection close
     };
     let mut unread = Vec::new();
-    let mut buf = [0u8; 64 * 1024];
     loop {
-        // A command is an array of bulk strings, which resp::parse reads like any reply.
-        let command = loop {
-            match resp::parse(&unread) {
-                Ok(Some((command, used))) => {
-                    unread.drain(..used);
-                    break command;
-                }
-                Ok(None) => {}
-                Err(_) => return,
-            }
-            match client.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => unread.extend_from_slice(&buf[..n]),
-            }
+        // Quiet past the read timeout: gone.
+        let Some(command) = read_command(&mut client, &mut unread, || true) else {
+            return;
         };
         let Reply::Array(Some(items)) = command else {
             return;
@@ -330,6 +318,37 @@ pub fn encode_reply(reply: &Reply) -> Vec<u8> {
                 out.extend(encode_reply(item));
             }
             out
+        }
+    }
+}
+
+/// Reads the next command a client sends to a fake or a proxy of Redis: an array of bulk
+/// strings, which `resp::parse` reads like any reply. What follows it stays in `unread`. `None`
+/// when the client closed or sent something else, or when a read timed out and `give_up` says so.
+pub fn read_command(
+    client: &mut TcpStream,
+    unread: &mut Vec<u8>,
+    mut give_up: impl FnMut() -> bool,
+) -> Option<Reply> {
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match resp::parse(unread) {
+            Ok(Some((command, used))) => {
+                unread.drain(..used);
+                return Some(command);
+            }
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        match client.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => unread.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if give_up() {
+                    return None;
+                }
+            }
+            Err(_) => return None,
         }
     }
 }
